@@ -1,0 +1,147 @@
+"""The composition root: builds every component from the settings and runs them together.
+
+Owns: the only place where objects are constructed from `Settings` and wired together, the
+state directory and its lock, the signal handling and the ordered shutdown.
+Must not: contain domain decisions (they live in agent.core) or import the simulator.
+Invariants: all long-lived work runs under one `Supervisor` (one asyncio.TaskGroup); the
+first SIGTERM/SIGINT starts an ordered shutdown that ends with exit code 0 within
+`agent.shutdown_timeout_s`; a second signal exits at once with code 1; two agents never
+share one state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import TextIO
+
+from agent.clock import SystemClock
+from agent.configfile import LoadedConfig
+from agent.errors import ConfigProblem
+from agent.logs import configure_logging, get_logger
+from agent.shell.supervisor import Supervisor
+
+FORCED_EXIT = 1
+
+log = get_logger(__name__)
+
+
+class StateDirError(Exception):
+    """The state directory cannot be created, written or locked."""
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(problem.render())
+        self.problem = problem
+
+
+@contextlib.contextmanager
+def state_dir_lock(loaded: LoadedConfig) -> Iterator[Path]:
+    """Create the state directory (mode 0750) and hold its lock file for the process's life."""
+    state_dir = loaded.resolve(loaded.settings.agent.state_dir)
+    file = str(loaded.path)
+    try:
+        state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        handle: TextIO = (state_dir / "agent.lock").open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise StateDirError(
+            ConfigProblem(
+                file,
+                "agent.state_dir",
+                "a directory the agent can create and write",
+                f"{state_dir}: {exc.strerror}",
+            )
+        ) from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            other = handle.read().strip() or "unknown"
+            raise StateDirError(
+                ConfigProblem(
+                    file,
+                    "agent.state_dir",
+                    "a state directory no other edge-agent uses",
+                    f"{state_dir} is locked by process {other}",
+                )
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield state_dir
+
+
+class App:
+    """The running agent: its supervisor and the components it supervises."""
+
+    def __init__(self, loaded: LoadedConfig, state_dir: Path) -> None:
+        self.loaded = loaded
+        self.state_dir = state_dir
+        self.clock = SystemClock()
+        self.supervisor = Supervisor(self.clock)
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        s = self.loaded.settings
+        log.info(
+            "agent_started",
+            agent_id=s.agent.id,
+            version=version("edge-agent"),
+            config=str(self.loaded.path),
+            state_dir=str(self.state_dir),
+            sources=len(s.sources),
+            tags=len(s.tags),
+            loops=len(s.loops),
+            pid=os.getpid(),
+        )
+        await self.supervisor.run()
+
+
+async def _serve(app: App) -> None:
+    """Run the app; turn the first signal into an ordered shutdown, the second into an exit."""
+    loop = asyncio.get_running_loop()
+    runner = asyncio.create_task(app.run(), name="app")
+    stopping = False
+    timeout = app.loaded.settings.agent.shutdown_timeout_s
+
+    def force(reason: str) -> None:
+        log.error("shutdown_forced", reason=reason)
+        sys.stdout.flush()
+        os._exit(FORCED_EXIT)
+
+    def on_signal(signum: int) -> None:
+        nonlocal stopping
+        name = signal.Signals(signum).name
+        if stopping:
+            force(f"second {name}")
+        stopping = True
+        log.info("shutdown_requested", signal=name, timeout_s=timeout)
+        runner.cancel()
+        loop.call_later(timeout, force, f"shutdown took longer than {timeout:g} s")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await runner
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+
+
+def run_agent(loaded: LoadedConfig) -> int:
+    """Run the agent in this process until a signal; return the exit code.
+
+    Raises StateDirError (before anything starts) when the state directory is unusable.
+    """
+    configure_logging(loaded.settings.agent.log_level)
+    with state_dir_lock(loaded) as state_dir:
+        asyncio.run(_serve(App(loaded, state_dir)))
+    log.info("agent_stopped", agent_id=loaded.settings.agent.id)
+    return 0

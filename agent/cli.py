@@ -1,0 +1,171 @@
+"""The `edge-agent` command line: parse arguments and hand over to the right module.
+
+Owns: sub-commands, their options and exit codes (0 ok, 78 configuration error, 2 usage,
+1 an unexpected failure), and rendering configuration problems for plant IT.
+Must not: contain behaviour beyond dispatch; import the simulator unless a demo or
+simulate command asks for it (the daemon never loads it).
+Invariants: an expected failure prints a clear message and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.configfile import LoadedConfig, load_config
+from agent.errors import ConfigError
+
+EX_CONFIG = 78
+DEFAULT_CONFIG = Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/agent.toml"))
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"configuration file (default {DEFAULT_CONFIG})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Plant edge agent: OPC UA / Modbus in, ONNX suggestions, safe setpoints, "
+        "lossless cloud sync.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="validate a configuration file and exit")
+    _config_arg(check)
+
+    run = commands.add_parser("run", help="run the agent (the systemd service runs this)")
+    _config_arg(run)
+
+    sim = commands.add_parser("simulate", help="serve the simulated cement mill (OPC UA, Modbus)")
+    sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    sim.add_argument("--opcua-port", type=int, default=4840, metavar="N")
+    sim.add_argument("--modbus-port", type=int, default=5020, metavar="N")
+    sim.add_argument("--seed", type=int, default=0, metavar="S")
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="process speed: X simulated seconds per wall-clock second",
+    )
+    sim.add_argument(
+        "--lab-time-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="divides the lab's publication delays (1440: 28 days in 28 min)",
+    )
+
+    demo = commands.add_parser("demo", help="the simulated plant and the agent, together")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop by itself after S seconds (exit 0)",
+    )
+    demo.add_argument("--seed", type=int, default=0, metavar="S")
+    demo.add_argument("--time-scale", type=float, default=20.0, metavar="X")
+    demo.add_argument("--opcua-port", type=int, default=4840, metavar="N")
+    demo.add_argument("--modbus-port", type=int, default=5020, metavar="N")
+    demo.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain line output even on a terminal (default when not a TTY)",
+    )
+    return parser
+
+
+def _load_or_exit(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem.render(), file=sys.stderr)
+        count = len(exc.problems)
+        print(
+            f"edge-agent: {count} configuration problem{'s' * (count != 1)} in {path}; "
+            "nothing was started",
+            file=sys.stderr,
+        )
+        raise SystemExit(EX_CONFIG) from None
+
+
+def _check(args: argparse.Namespace) -> int:
+    loaded = _load_or_exit(args.config)
+    s = loaded.settings
+    print(
+        f"{args.config}: OK: agent '{s.agent.id}', {len(s.sources)} sources, "
+        f"{len(s.tags)} tags, {len(s.loops)} loops, sync "
+        f"{'to ' + str(s.sync.url) if s.sync.enabled else 'off'}"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    loaded = _load_or_exit(args.config)
+    from agent.app import StateDirError, run_agent
+
+    try:
+        return run_agent(loaded)
+    except StateDirError as exc:
+        print(exc.problem.render(), file=sys.stderr)
+        return EX_CONFIG
+
+
+def _positive(parser: argparse.ArgumentParser, name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        parser.error(f"{name} must be a positive number, found {value:g}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `edge-agent` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("time_scale", "lab_time_scale", "duration"):
+        _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
+    try:
+        if args.command == "check":
+            return _check(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "simulate":
+            from agent.demo.runner import run_simulator
+
+            asyncio.run(
+                run_simulator(
+                    host=args.host,
+                    opcua_port=args.opcua_port,
+                    modbus_port=args.modbus_port,
+                    seed=args.seed,
+                    time_scale=args.time_scale,
+                    lab_time_scale=args.lab_time_scale,
+                )
+            )
+            return 0
+        from agent.demo.show import run_demo
+
+        return run_demo(
+            duration_s=args.duration,
+            seed=args.seed,
+            time_scale=args.time_scale,
+            opcua_port=args.opcua_port,
+            modbus_port=args.modbus_port,
+            plain=args.plain or not sys.stdout.isatty(),
+        )
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,399 @@
+"""Cross-checks of a configuration: the relations between sections that types cannot express.
+
+Owns: every rule that spans keys or sections (tag sources exist, names unique, writable
+tags carry limits, loop targets are writable, addresses parse and fit the protocol, secrets
+are referenced correctly). Each problem is a `ConfigProblem` with a key path like
+`tags[3].address`.
+Must not: touch the filesystem, the environment or the network (agent.configfile checks
+that secret files exist and are private).
+Invariants: pure and total: it never raises on a well-typed input, and reports every
+problem it finds rather than the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from ipaddress import ip_address
+from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from agent.errors import ConfigProblem
+from agent.settings import Loop, ModbusSource, OpcUaSource, SyncSection, Tag
+from drivers.addresses import (
+    MAX_ADDRESS,
+    ModbusType,
+    parse_modbus_address,
+    parse_node_id,
+    register_count,
+)
+
+Source = OpcUaSource | ModbusSource
+
+
+class _HasName(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_Named = TypeVar("_Named", bound=_HasName)
+
+
+def _names(items: Iterable[tuple[int, str]], section: str, file: str) -> list[ConfigProblem]:
+    first: dict[str, int] = {}
+    problems = []
+    for index, name in items:
+        if name in first:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{section}[{index}].name",
+                    f"a name not used by another entry of [[{section}]]",
+                    f"'{name}' again (first at {section}[{first[name]}])",
+                )
+            )
+        else:
+            first[name] = index
+    return problems
+
+
+def check_sources(sources: Sequence[tuple[int, Source]], file: str) -> list[ConfigProblem]:
+    """Unique names and secret references of every source."""
+    problems = _names(((i, s.name) for i, s in sources), "sources", file)
+    for index, source in sources:
+        if isinstance(source, OpcUaSource):
+            key = f"sources[{index}]"
+            problems += _secret_ref(
+                key,
+                "password",
+                source.password_file,
+                source.password_credential,
+                file,
+                required=source.username is not None,
+            )
+            if source.username is None and (source.password_file or source.password_credential):
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.username",
+                        "a username to go with the password",
+                        "a password reference but no username",
+                    )
+                )
+    return problems
+
+
+def _secret_ref(
+    key: str, what: str, path: object, credential: str | None, file: str, *, required: bool
+) -> list[ConfigProblem]:
+    if path is not None and credential is not None:
+        return [
+            ConfigProblem(
+                file,
+                f"{key}.{what}_file",
+                f"either {what}_file or {what}_credential, not both",
+                "both",
+            )
+        ]
+    if required and path is None and credential is None:
+        return [
+            ConfigProblem(
+                file,
+                f"{key}.{what}_file",
+                f"{what}_file = '/path/to/file' or {what}_credential = 'name' (systemd credential)",
+                "neither",
+            )
+        ]
+    return []
+
+
+def _check_modbus_tag(key: str, tag: Tag, file: str) -> list[ConfigProblem]:
+    try:
+        where = parse_modbus_address(tag.address)
+    except ValueError as exc:
+        return [
+            ConfigProblem(
+                file, f"{key}.address", str(exc).removeprefix("expected "), repr(tag.address)
+            )
+        ]
+    value_type = tag.type or (ModbusType.BOOL if where.table.is_bit else None)
+    if value_type is None:
+        return [
+            ConfigProblem(
+                file,
+                f"{key}.type",
+                "a type for a register tag (int16, uint16, int32, uint32, int64, "
+                "uint64, float32, float64, string, or bool with a '.BIT' address)",
+                "nothing",
+            )
+        ]
+    if (where.table.is_bit or where.bit is not None) and value_type is not ModbusType.BOOL:
+        return [
+            ConfigProblem(
+                file,
+                f"{key}.type",
+                "type 'bool' for a coil, discrete input or '.BIT' address",
+                repr(str(value_type)),
+            )
+        ]
+    if not where.table.is_bit and where.bit is None and value_type is ModbusType.BOOL:
+        return [
+            ConfigProblem(
+                file,
+                f"{key}.address",
+                "a '.BIT' suffix (e.g. 'holding:7.3') for a bool in a register",
+                repr(tag.address),
+            )
+        ]
+    try:
+        count = register_count(value_type, tag.length)
+    except ValueError as exc:
+        return [ConfigProblem(file, f"{key}.length", str(exc).removeprefix("expected "), "nothing")]
+    problems = []
+    if where.address + count - 1 > MAX_ADDRESS:
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{key}.address",
+                f"a {value_type} ({count} registers) ending at or below address {MAX_ADDRESS}",
+                f"{tag.address!r}, which ends at {where.address + count - 1}",
+            )
+        )
+    if tag.writable and not where.table.writable:
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{key}.writable",
+                "false: the Modbus table is read-only "
+                f"({where.table}); writable tags live in coil or holding",
+                "true",
+            )
+        )
+    return problems
+
+
+def _check_limits(key: str, tag: Tag, file: str) -> list[ConfigProblem]:
+    if not tag.writable:
+        return []
+    problems = [
+        ConfigProblem(
+            file,
+            f"{key}.{bound}",
+            "a number: a writable tag needs write_min and write_max",
+            "nothing",
+        )
+        for bound, value in (("write_min", tag.write_min), ("write_max", tag.write_max))
+        if value is None
+    ]
+    if tag.write_min is not None and tag.write_max is not None and tag.write_min >= tag.write_max:
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{key}.write_max",
+                f"a number above write_min ({tag.write_min:g})",
+                f"{tag.write_max:g}",
+            )
+        )
+    return problems
+
+
+def _first_by_name(items: Iterable[_Named]) -> dict[str, _Named]:
+    by_name: dict[str, _Named] = {}
+    for item in items:
+        by_name.setdefault(item.name, item)
+    return by_name
+
+
+def check_tags(
+    tags: Sequence[tuple[int, Tag]],
+    sources: Sequence[Source],
+    file: str,
+    source_names: Sequence[str] = (),
+) -> list[ConfigProblem]:
+    """Unique names, known sources, addresses that parse and fit, limits on writable tags.
+
+    `source_names` names every source in the file, also those that failed validation (their
+    tags are not blamed for it); `sources` are the valid ones, whose addresses are checked.
+    """
+    problems = _names(((i, t.name) for i, t in tags), "tags", file)
+    by_name = _first_by_name(sources)
+    known_names = list(dict.fromkeys([*source_names, *by_name]))
+    for index, tag in tags:
+        key = f"tags[{index}]"
+        problems += _check_limits(key, tag, file)
+        source = by_name.get(tag.source)
+        if source is None and tag.source in known_names:
+            continue
+        if source is None:
+            known = ", ".join(repr(n) for n in known_names) or "none defined"
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{key}.source",
+                    f"the name of a [[sources]] entry ({known})",
+                    repr(tag.source),
+                )
+            )
+        elif isinstance(source, ModbusSource):
+            problems += _check_modbus_tag(key, tag, file)
+        else:
+            try:
+                parse_node_id(tag.address)
+            except ValueError as exc:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.address",
+                        str(exc).removeprefix("expected "),
+                        repr(tag.address),
+                    )
+                )
+    return problems
+
+
+def check_loops(
+    loops: Sequence[tuple[int, Loop]],
+    tags: Sequence[Tag],
+    file: str,
+    tag_names: Sequence[str] = (),
+) -> list[ConfigProblem]:
+    """Loops refer to existing tags, write only writable ones, stay inside the write limits.
+
+    `tag_names` names every tag in the file, also those that failed validation.
+    """
+    problems = _names(((i, lp.name) for i, lp in loops), "loops", file)
+    by_name = _first_by_name(tags)
+    invalid = set(tag_names) - set(by_name)
+    for index, loop in loops:
+        key = f"loops[{index}]"
+
+        def missing(
+            field: str,
+            name: str | None,
+            *,
+            need: bool = False,
+            k: str = key,
+            mode: str = loop.mode,
+        ) -> bool:
+            if name is None:
+                if need:
+                    problems.append(
+                        ConfigProblem(
+                            file,
+                            f"{k}.{field}",
+                            f"a tag name: mode '{mode}' needs {field}",
+                            "nothing",
+                        )
+                    )
+                return True
+            if name in invalid:
+                return True
+            if name not in by_name:
+                problems.append(
+                    ConfigProblem(file, f"{k}.{field}", "the name of a [[tags]] entry", repr(name))
+                )
+                return True
+            return False
+
+        closed = loop.mode == "closed_loop"
+        if not missing("target_tag", loop.target_tag):
+            target = by_name[loop.target_tag]
+            if not target.writable:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.target_tag",
+                        "a tag with writable = true",
+                        f"'{target.name}', which is not writable",
+                    )
+                )
+            elif (
+                target.write_min is not None
+                and target.write_max is not None
+                and (target.write_min < target.write_max)
+                and not (
+                    target.write_min <= loop.envelope_min and loop.envelope_max <= target.write_max
+                )
+            ):
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.envelope_min",
+                        f"an envelope inside the tag's write limits "
+                        f"[{target.write_min:g}, {target.write_max:g}]",
+                        f"[{loop.envelope_min:g}, {loop.envelope_max:g}]",
+                    )
+                )
+        for field in ("readback_tag", "enable_tag", "heartbeat_echo_tag"):
+            missing(field, getattr(loop, field), need=closed)
+        if not missing("heartbeat_tag", loop.heartbeat_tag, need=closed):
+            assert loop.heartbeat_tag is not None
+            if not by_name[loop.heartbeat_tag].writable:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.heartbeat_tag",
+                        "a tag with writable = true",
+                        f"'{loop.heartbeat_tag}', which is not writable",
+                    )
+                )
+        seen: set[str] = set()
+        for j, item in enumerate(loop.inputs):
+            missing("tag", item.tag, k=f"{key}.inputs[{j}]")
+            if item.feature in seen:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.inputs[{j}].feature",
+                        "a feature name used once per loop",
+                        f"'{item.feature}' again",
+                    )
+                )
+            seen.add(item.feature)
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_sync(sync: SyncSection, file: str) -> list[ConfigProblem]:
+    """An enabled sync needs a URL; plain http is allowed to this machine only."""
+    if not sync.enabled:
+        return []
+    if sync.url is None:
+        return [
+            ConfigProblem(
+                file,
+                "sync.url",
+                "the cloud ingest URL (https://...), or enabled = false",
+                "nothing",
+            )
+        ]
+    problems = _secret_ref(
+        "sync", "token", sync.token_file, sync.token_credential, file, required=False
+    )
+    parts = urlsplit(sync.url)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        problems.append(
+            ConfigProblem(
+                file,
+                "sync.url",
+                "an https:// URL (plain http only to 127.0.0.1 or localhost)",
+                repr(sync.url),
+            )
+        )
+    if (sync.client_cert_file is None) != (sync.client_key_file is None):
+        problems.append(
+            ConfigProblem(
+                file,
+                "sync.client_key_file",
+                "client_cert_file and client_key_file together (mTLS)",
+                "only one of them",
+            )
+        )
+    return problems

@@ -1,0 +1,1 @@
+"""Imperative shell: everything that touches sockets, files, signals, threads and time."""

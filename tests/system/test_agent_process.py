@@ -1,0 +1,145 @@
+"""The agent as a subprocess: configuration errors, the state-dir lock, SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+AGENT = [sys.executable, "-m", "agent"]
+CONFIG = """\
+[agent]
+id = "sys-1"
+state_dir = "state"
+shutdown_timeout_s = 5
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
+    env.pop("CREDENTIALS_DIRECTORY", None)
+    return env
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def agent(config: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [*AGENT, "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["event"] == "agent_started"
+        assert first["pid"] == proc.pid
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)  # reaps it and closes the pipes
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_gives_ordered_shutdown_and_exit_0(
+    agent: subprocess.Popen[str], signum: signal.Signals
+) -> None:
+    agent.send_signal(signum)
+    out, err = agent.communicate(timeout=15)
+    assert agent.returncode == 0, err
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert events == ["shutdown_requested", "agent_stopped"]
+    assert err == ""
+
+
+def test_second_agent_on_same_state_dir_is_refused(
+    agent: subprocess.Popen[str], config: Path
+) -> None:
+    second = subprocess.run(
+        [*AGENT, "run", "--config", str(config)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+        env=_env(),
+    )
+    assert second.returncode == 78
+    state = config.parent / "state"
+    assert second.stderr == (
+        f"{config}: agent.state_dir: expected a state directory no other edge-agent uses, "
+        f"found {state} is locked by process {agent.pid}\n"
+    )
+    assert agent.poll() is None  # the first one is untouched
+
+
+def test_run_with_broken_config_starts_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(CONFIG.replace('id = "sys-1"', 'id = "sys-1"\nlog_levl = "debug"'))
+    result = subprocess.run(
+        [*AGENT, "run", "--config", str(path)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+        env=_env(),
+    )
+    assert result.returncode == 78
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"{path}:3: agent.log_levl: expected did you mean 'log_level'? one of the known keys: "
+        "id, log_level, shutdown_timeout_s, state_dir, found unknown key 'log_levl'",
+        f"edge-agent: 1 configuration problem in {path}; nothing was started",
+    ]
+    assert result.stdout == ""
+    assert not (tmp_path / "state").exists()
+
+
+def test_check_on_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    result = subprocess.run(
+        [*AGENT, "check", "--config", str(path)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+        env=_env(),
+    )
+    assert result.returncode == 78
+    assert result.stderr.splitlines()[0] == (
+        f"{path}: (file): expected a readable UTF-8 TOML file, found No such file or directory"
+    )
+
+
+def test_shipped_configs_pass_check(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    for name in ("opcua-password", "cloud-token"):
+        (creds / name).write_text("s3cret\n")
+        (creds / name).chmod(0o600)
+    for config_file in ("config/demo.toml", "config/example-plant.toml"):
+        result = subprocess.run(
+            [*AGENT, "check", "--config", str(root / config_file)],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=30,
+            env={**_env(), "CREDENTIALS_DIRECTORY": str(creds)},
+        )
+        assert result.returncode == 0, result.stderr
+        assert "OK: agent" in result.stdout

@@ -1,0 +1,402 @@
+"""Broken configuration files: each gives its exact message(s) and exit code 78, no traceback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+BASE = """\
+[agent]
+id = "mill-1"
+state_dir = "state"
+
+[[sources]]
+kind = "opcua"
+name = "plc"
+endpoint = "opc.tcp://127.0.0.1:4840"
+security_policy = "None"
+security_mode = "None"
+
+[[sources]]
+kind = "modbus"
+name = "packer"
+host = "127.0.0.1"
+
+[[tags]]
+name = "Speed"
+source = "plc"
+address = "nsu=urn:mill;s=Mill/Speed"
+
+[[tags]]
+name = "SpeedSetpoint"
+source = "plc"
+address = "nsu=urn:mill;s=Mill/SpeedSetpoint"
+writable = true
+write_min = 850.0
+write_max = 1100.0
+
+[[tags]]
+name = "Weight"
+source = "packer"
+address = "holding:100"
+type = "float32"
+
+[[loops]]
+name = "separator"
+model = "vrm-quality"
+target_tag = "SpeedSetpoint"
+envelope_min = 880.0
+envelope_max = 1050.0
+max_step = 20.0
+"""
+
+Edit = Callable[[str], str]
+
+
+def sub(old: str, new: str, count: int = 1) -> Edit:
+    def edit(text: str) -> str:
+        assert old in text, old
+        return text.replace(old, new, count)
+
+    return edit
+
+
+def add(extra: str) -> Edit:
+    return lambda text: text + extra
+
+
+SECRET_DIR_CASES = {"world_readable_password", "missing_password_file"}
+
+CASES: list[tuple[str, Edit, list[str]]] = [
+    (
+        "typo_key",
+        sub('state_dir = "state"', 'stat_dir = "state"'),
+        [
+            "{f}:3: agent.stat_dir: expected did you mean 'state_dir'? one of the known keys: id, log_level, shutdown_timeout_s, state_dir, found unknown key 'stat_dir'"
+        ],
+    ),
+    (
+        "unknown_section",
+        add('\n[cloud]\nurl = "https://x"\n'),
+        [
+            "{f}:44: cloud: expected one of the known keys: agent, api, loops, sources, sync, tags, found unknown key 'cloud'"
+        ],
+    ),
+    (
+        "wrong_type_number",
+        sub("max_step = 20.0", 'max_step = "twenty"'),
+        ["{f}:42: loops[0].max_step: expected a number, found 'twenty' (text)"],
+    ),
+    (
+        "wrong_type_bool",
+        sub("writable = true", 'writable = "yes"'),
+        ["{f}:26: tags[1].writable: expected true or false, found 'yes' (text)"],
+    ),
+    (
+        "missing_agent_id",
+        sub('id = "mill-1"\n', ""),
+        ["{f}:1: agent.id: expected a value (this key is required), found nothing"],
+    ),
+    (
+        "missing_agent_section",
+        sub('[agent]\nid = "mill-1"\nstate_dir = "state"\n', ""),
+        ["{f}: agent: expected a value (this key is required), found nothing"],
+    ),
+    (
+        "unknown_source",
+        sub('source = "packer"', 'source = "packr"'),
+        [
+            "{f}:32: tags[2].source: expected the name of a [[sources]] entry ('plc', 'packer'), found 'packr'"
+        ],
+    ),
+    (
+        "duplicate_tag",
+        sub('name = "Weight"', 'name = "Speed"'),
+        [
+            "{f}:31: tags[2].name: expected a name not used by another entry of [[tags]], found 'Speed' again (first at tags[0])"
+        ],
+    ),
+    (
+        "duplicate_source",
+        sub('name = "packer"', 'name = "plc"'),
+        [
+            "{f}:14: sources[1].name: expected a name not used by another entry of [[sources]], found 'plc' again (first at sources[0])",
+            "{f}:32: tags[2].source: expected the name of a [[sources]] entry ('plc'), found 'packer'",
+        ],
+    ),
+    (
+        "writable_without_limits",
+        sub("write_min = 850.0\nwrite_max = 1100.0\n", ""),
+        [
+            "{f}:22: tags[1].write_min: expected a number: a writable tag needs write_min and write_max, found nothing",
+            "{f}:22: tags[1].write_max: expected a number: a writable tag needs write_min and write_max, found nothing",
+        ],
+    ),
+    (
+        "write_limits_inverted",
+        sub("write_max = 1100.0", "write_max = 800.0"),
+        ["{f}:28: tags[1].write_max: expected a number above write_min (850), found 800"],
+    ),
+    (
+        "loop_target_not_writable",
+        sub('target_tag = "SpeedSetpoint"', 'target_tag = "Speed"'),
+        [
+            "{f}:39: loops[0].target_tag: expected a tag with writable = true, found 'Speed', which is not writable"
+        ],
+    ),
+    (
+        "loop_envelope_outside_limits",
+        sub("envelope_max = 1050.0", "envelope_max = 1200.0"),
+        [
+            "{f}:40: loops[0].envelope_min: expected an envelope inside the tag's write limits [850, 1100], found [880, 1200]"
+        ],
+    ),
+    (
+        "loop_envelope_inverted",
+        sub("envelope_max = 1050.0", "envelope_max = 870.0"),
+        [
+            "{f}:36: loops[0]: expected envelope_min below envelope_max, found envelope_min 880 and envelope_max 870"
+        ],
+    ),
+    (
+        "closed_loop_without_handshake",
+        sub('model = "vrm-quality"', 'model = "vrm-quality"\nmode = "closed_loop"'),
+        [
+            "{f}:36: loops[0].readback_tag: expected a tag name: mode 'closed_loop' needs readback_tag, found nothing",
+            "{f}:36: loops[0].enable_tag: expected a tag name: mode 'closed_loop' needs enable_tag, found nothing",
+            "{f}:36: loops[0].heartbeat_echo_tag: expected a tag name: mode 'closed_loop' needs heartbeat_echo_tag, found nothing",
+            "{f}:36: loops[0].heartbeat_tag: expected a tag name: mode 'closed_loop' needs heartbeat_tag, found nothing",
+        ],
+    ),
+    (
+        "unknown_mode",
+        sub('model = "vrm-quality"', 'model = "vrm-quality"\nmode = "auto"'),
+        [
+            "{f}:39: loops[0].mode: expected one of 'off', 'shadow', 'advisory' or 'closed_loop', found 'auto' (text)"
+        ],
+    ),
+    (
+        "malformed_node_id",
+        sub('address = "nsu=urn:mill;s=Mill/Speed"', 'address = "nsu=urn:mill;x=Speed"'),
+        [
+            "{f}:20: tags[0].address: expected an OPC UA node id like 'nsu=urn:plant:mill;s=Plant/Mill1/FeedRate' or 'ns=2;i=1001', found 'nsu=urn:mill;x=Speed'"
+        ],
+    ),
+    (
+        "node_id_numeric_out_of_range",
+        sub('address = "nsu=urn:mill;s=Mill/Speed"', 'address = "ns=2;i=4294967296"'),
+        [
+            "{f}:20: tags[0].address: expected a numeric identifier 0..4294967295 after 'i=', found 'ns=2;i=4294967296'"
+        ],
+    ),
+    (
+        "modbus_address_out_of_range",
+        sub('address = "holding:100"', 'address = "holding:70000"'),
+        [
+            "{f}:33: tags[2].address: expected an address 0..65535 in a Modbus address 'TABLE:ADDRESS[.BIT]' with TABLE one of coil, discrete_input, holding, input and a zero-based ADDRESS 0..65535 (e.g. 'holding:100' or 'holding:7.3'), found 'holding:70000'"
+        ],
+    ),
+    (
+        "modbus_value_past_end",
+        sub('address = "holding:100"', 'address = "holding:65535"'),
+        [
+            "{f}:33: tags[2].address: expected a float32 (2 registers) ending at or below address 65535, found 'holding:65535', which ends at 65536"
+        ],
+    ),
+    (
+        "modbus_unknown_table",
+        sub('address = "holding:100"', 'address = "register:100"'),
+        [
+            "{f}:33: tags[2].address: expected a Modbus address 'TABLE:ADDRESS[.BIT]' with TABLE one of coil, discrete_input, holding, input and a zero-based ADDRESS 0..65535 (e.g. 'holding:100' or 'holding:7.3'), found 'register:100'"
+        ],
+    ),
+    (
+        "modbus_writable_input_register",
+        sub(
+            'address = "holding:100"\ntype = "float32"',
+            'address = "input:100"\ntype = "float32"\nwritable = true\nwrite_min = 0\nwrite_max = 1',
+        ),
+        [
+            "{f}:35: tags[2].writable: expected false: the Modbus table is read-only (input); writable tags live in coil or holding, found true"
+        ],
+    ),
+    (
+        "modbus_unit_id_out_of_range",
+        sub('type = "float32"', 'type = "float32"\nunit_id = 300'),
+        ["{f}:35: tags[2].unit_id: expected a number <= 255, found 300 (number)"],
+    ),
+    (
+        "modbus_unknown_type",
+        sub('type = "float32"', 'type = "real"'),
+        [
+            "{f}:34: tags[2].type: expected one of 'bool', 'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'float32', 'float64' or 'string', found 'real' (text)"
+        ],
+    ),
+    (
+        "negative_interval",
+        sub('host = "127.0.0.1"', 'host = "127.0.0.1"\npoll_interval_s = -1'),
+        ["{f}:16: sources[1].poll_interval_s: expected a number > 0, found -1 (number)"],
+    ),
+    (
+        "unknown_source_kind",
+        sub('kind = "modbus"', 'kind = "profinet"'),
+        ["{f}:13: sources[1].kind: expected one of 'opcua', 'modbus', found 'profinet'"],
+    ),
+    (
+        "bad_endpoint",
+        sub('endpoint = "opc.tcp://127.0.0.1:4840"', 'endpoint = "http://127.0.0.1:4840"'),
+        [
+            "{f}:8: sources[0].endpoint: expected an OPC UA endpoint URL like 'opc.tcp://10.0.0.5:4840', found 'http://127.0.0.1:4840' (text)"
+        ],
+    ),
+    (
+        "security_half_none",
+        sub('security_mode = "None"', 'security_mode = "SignAndEncrypt"'),
+        [
+            "{f}:5: sources[0]: expected security_policy and security_mode both 'None' (explicitly insecure) or both secure, found security_policy 'None' with security_mode 'SignAndEncrypt'"
+        ],
+    ),
+    (
+        "inline_password",
+        sub(
+            'security_mode = "None"', 'security_mode = "None"\nusername = "u"\npassword = "hunter2"'
+        ),
+        [
+            "{f}:12: sources[0].password: expected the secret in a file: password_file = '/etc/edge-agent/...' or password_credential = 'name' (systemd LoadCredential=); never inline, found an inline secret (refused; its value is not shown)"
+        ],
+    ),
+    (
+        "username_without_password",
+        sub('security_mode = "None"', 'security_mode = "None"\nusername = "u"'),
+        [
+            "{f}:5: sources[0].password_file: expected password_file = '/path/to/file' or password_credential = 'name' (systemd credential), found neither"
+        ],
+    ),
+    (
+        "missing_password_file",
+        sub(
+            'security_mode = "None"',
+            'security_mode = "None"\nusername = "u"\npassword_file = "nope.txt"',
+        ),
+        [
+            "{f}:12: sources[0].password_file: expected a readable secret file, found {d}/nope.txt: No such file or directory"
+        ],
+    ),
+    (
+        "world_readable_password",
+        sub(
+            'security_mode = "None"',
+            'security_mode = "None"\nusername = "u"\npassword_file = "open.txt"',
+        ),
+        [
+            "{f}:12: sources[0].password_file: expected a secret file not readable by others (chmod 600 or 640), found {d}/open.txt with mode 0644"
+        ],
+    ),
+    (
+        "credential_without_systemd",
+        sub(
+            'security_mode = "None"',
+            'security_mode = "None"\nusername = "u"\npassword_credential = "opcua"',
+        ),
+        [
+            "{f}:12: sources[0].password_credential: expected $CREDENTIALS_DIRECTORY set by systemd (LoadCredential=), found not set"
+        ],
+    ),
+    (
+        "sync_plain_http_remote",
+        add('\n[sync]\nurl = "http://cloud.example.com/ingest"\n'),
+        [
+            "{f}:45: sync.url: expected an https:// URL (plain http only to 127.0.0.1 or localhost), found 'http://cloud.example.com/ingest'"
+        ],
+    ),
+    (
+        "sync_enabled_without_url",
+        add("\n[sync]\nenabled = true\n"),
+        [
+            "{f}:44: sync.url: expected the cloud ingest URL (https://...), or enabled = false, found nothing"
+        ],
+    ),
+    (
+        "sync_buffer_too_small",
+        add("\n[sync]\nenabled = false\nmax_buffer_bytes = 1000\n"),
+        ["{f}:46: sync.max_buffer_bytes: expected a number >= 1000000, found 1000 (number)"],
+    ),
+    (
+        "api_port_out_of_range",
+        add("\n[api]\nport = 70000\n"),
+        ["{f}:45: api.port: expected a number <= 65535, found 70000 (number)"],
+    ),
+    (
+        "loop_input_unknown_tag",
+        add('\n[[loops.inputs]]\nfeature = "speed"\ntag = "Sped"\n'),
+        ["{f}:46: loops[0].inputs[0].tag: expected the name of a [[tags]] entry, found 'Sped'"],
+    ),
+    (
+        "toml_syntax_error",
+        sub('id = "mill-1"', 'id = "mill-1'),
+        [
+            "{f}: (syntax): expected valid TOML, found Illegal character '\\n' (at line 2, column 13)"
+        ],
+    ),
+    (
+        "several_problems_at_once",
+        lambda t: sub('name = "Weight"', 'name = "Speed"')(
+            sub("stat_dir", "x")(sub('state_dir = "state"', 'stat_dir = "state"')(t))
+        ),
+        [
+            "{f}:3: agent.x: expected one of the known keys: id, log_level, shutdown_timeout_s, state_dir, found unknown key 'x'",
+            "{f}:31: tags[2].name: expected a name not used by another entry of [[tags]], found 'Speed' again (first at tags[0])",
+        ],
+    ),
+]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    for name in [n for n in os.environ if n.upper().startswith("EDGE_AGENT__")]:
+        monkeypatch.delenv(name)
+    (tmp_path / "open.txt").write_text("hunter2\n")
+    (tmp_path / "open.txt").chmod(0o644)
+    return tmp_path
+
+
+def test_base_config_is_valid(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_dir / "agent.toml"
+    path.write_text(BASE)
+    assert main(["check", "--config", str(path)]) == 0
+    assert "OK: agent 'mill-1', 2 sources, 3 tags, 1 loops, sync off" in capsys.readouterr().out
+
+
+def test_there_are_at_least_25_cases() -> None:
+    assert len(CASES) >= 25
+    assert len({name for name, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("name", "edit", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_broken_config(
+    name: str,
+    edit: Edit,
+    expected: list[str],
+    config_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = config_dir / "agent.toml"
+    path.write_text(edit(BASE))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--config", str(path)])
+    assert exit_info.value.code == 78
+    err = capsys.readouterr().err.splitlines()
+    want = [line.format(f=path, d=config_dir) for line in expected]
+    count = len(want)
+    assert err == [
+        *want,
+        f"edge-agent: {count} configuration problem{'s' * (count != 1)} in "
+        f"{path}; nothing was started",
+    ]
+    assert "hunter2" not in "\n".join(err)
