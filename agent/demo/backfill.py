@@ -1,0 +1,121 @@
+"""History and training data from the simulated mill, without servers (plant-model.md 1.4).
+
+Owns: the random excitation plan (plant step tests: separator +-50 rpm every 1-3 h, feed
++-20 t/h every 2-4 h, limestone +-1 % once a day, grinding aid 300-500 g/t once a day), the
+scripted operator who keeps the mill out of overload and restarts it after a trip, and the
+recording of every published tag and hidden truth at every step.
+Must not: use other equations than mill.Mill (it drives a Mill through its public API), draw
+from any generator but the mill's, or do I/O.
+Invariants: the result is a pure function of (days, dt, seed, excitation, lab_time_scale);
+every array has one row per step; truths are recorded at every step.
+Step tests run through the real PLC path: the plan writes remote setpoints while it keeps the
+heartbeat alive, so the setpoint tags, their effective values and the PVs all carry the steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.demo.dynamics import TRUTH_NAMES
+from agent.demo.mill import INDEX, LAB_TAGS, Mill
+from agent.demo.tags import ALL_TAGS, DAY, HOUR
+
+PLAN_TAGS = ("FeedRateSetpoint", "SeparatorSpeedSetpoint", "LimestoneShareSetpoint",
+             "GrindingAidSetpoint")  # fmt: skip
+_BANDS = ((150.0, 210.0), (850.0, 1050.0), (10.0, 14.0), (300.0, 500.0))
+_STEPS = (20.0, 50.0, 1.0, 0.0)
+_GAPS_H = ((2.0, 4.0), (1.0, 3.0), (24.0, 24.0), (24.0, 24.0))
+VIB_GUARD = 4.5  # mm/s; the operator backs the feed off below the 5 mm/s alarm
+GUARD_COOLDOWN_S = 5 * 60.0
+RESTART_AFTER_S = 30 * 60.0
+
+
+class _Plan:
+    """Levels of the four excited setpoints and the time of each one's next move."""
+
+    def __init__(self, mill: Mill) -> None:
+        self.rng = mill.rng
+        self.levels = [180.0, 950.0, 12.0, 400.0]
+        t = mill.time
+        self.next_at = [
+            t + HOUR * (self.rng.uniform(lo, hi) if lo < hi else self.rng.uniform(0.0, hi))
+            for lo, hi in _GAPS_H
+        ]
+
+    def move(self, j: int, t: float) -> None:
+        lo, hi = _BANDS[j]
+        if _STEPS[j] == 0.0:  # grinding aid: a fresh level in the band
+            self.levels[j] = float(self.rng.uniform(lo, hi))
+        else:
+            step = _STEPS[j] if self.rng.random() < 0.5 else -_STEPS[j]
+            x = self.levels[j]
+            self.levels[j] = x + step if lo <= x + step <= hi else x - step
+        gap_lo, gap_hi = _GAPS_H[j]
+        self.next_at[j] = t + HOUR * float(self.rng.uniform(gap_lo, gap_hi))
+
+    def write(self, mill: Mill) -> None:
+        for name, x in zip(PLAN_TAGS, self.levels, strict=True):
+            mill.write(name, x)
+
+
+def backfill(
+    days: float, *, dt: float = 10.0, seed: int = 0, excitation: bool = True,
+    lab_time_scale: float = 1.0,
+) -> dict[str, NDArray[np.float64]]:  # fmt: skip
+    """Run the mill for `days` at step dt and return one array per series, one row per step:
+    "time" (sim unix s after each step), every tag's published value (bools as 0/1, NaN where
+    Bad), "<lab tag>_source_time" for ProductFineness and the Lab* tags (to join lab results to
+    their sampling windows), and every hidden truth of dynamics.TRUTH_NAMES (B, S28, S2, g, ...).
+    """
+    if not days > 0.0:
+        raise ValueError(f"days must be > 0, got {days}")
+    mill = Mill(seed, dt=dt, lab_time_scale=lab_time_scale, wd_timeout_s=max(15.0, 3.0 * dt))
+    n = max(1, round(days * DAY / dt))
+    plan = _Plan(mill)
+    t0 = mill.time
+    val, src = mill.raw_published(), mill.raw_source_times()
+    lab_idx = [INDEX[name] for name in LAB_TAGS]
+    i_vib, i_run, i_active = INDEX["Vibration"], INDEX["Running"], INDEX["RemoteActive"]
+    tags = np.empty((n, len(ALL_TAGS)), order="F")
+    times = np.empty((n, len(lab_idx)), order="F")
+    truths = np.empty((n, len(TRUTH_NAMES)), order="F")
+    guard_until = trip_at = -np.inf
+    rewrite = False
+    for k in range(n):
+        t = mill.time
+        mill.write("Heartbeat", k + 1)
+        if excitation and t >= min(plan.next_at):
+            for j in range(4):
+                if t >= plan.next_at[j]:
+                    plan.move(j, t)
+            rewrite = True
+        if rewrite and val[i_active]:
+            plan.write(mill)
+            rewrite = False
+        mill.step()
+        tags[k] = val
+        times[k] = [src[i] for i in lab_idx]
+        truths[k] = mill.truth_row()
+        if not val[i_run]:
+            if trip_at == -np.inf:
+                trip_at = mill.time
+            elif mill.time - trip_at >= RESTART_AFTER_S:
+                plan.levels[0] = max(_BANDS[0][0], plan.levels[0] - 20.0)
+                mill.operator("reset_trip")
+                trip_at = -np.inf
+                rewrite = True
+            continue
+        vib = val[i_vib]
+        if isinstance(vib, float) and vib > VIB_GUARD and mill.time >= guard_until:
+            plan.levels[0] = max(120.0, plan.levels[0] - 10.0)
+            guard_until = mill.time + GUARD_COOLDOWN_S
+            rewrite = True
+    out: dict[str, NDArray[np.float64]] = {"time": t0 + dt * np.arange(1, n + 1, dtype=np.float64)}
+    for j, spec in enumerate(ALL_TAGS):
+        out[spec.name] = tags[:, j]
+    for j, i in enumerate(lab_idx):
+        out[f"{ALL_TAGS[i].name}_source_time"] = times[:, j]
+    for j, name in enumerate(TRUTH_NAMES):
+        out[name] = truths[:, j]
+    return out
