@@ -1,0 +1,107 @@
+"""The driver contract: what every field-bus adapter produces and what it is asked to do.
+
+Owns: the `Sample` value type (tag, source timestamp, value, quality with the OPC UA status
+code kept), the status codes drivers synthesise, the `Driver` protocol, and the
+`DriverState` a driver reports for health.
+Must not: import a protocol library, the buffer, the model or the cloud.
+Invariants: a failed read is a Bad sample with `value=None` (or no sample), never a 0; the
+quality is always derived from the status code (top two bits), so the two never disagree;
+`emit` is called from the event loop with a batch and must not block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Protocol
+
+Value = float | int | bool | str | None
+
+
+class Quality(IntEnum):
+    """OPC UA quality classes; the numeric value is the top two bits of the status code."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+    @staticmethod
+    def of(status: int) -> Quality:
+        """The class of an OPC UA status code (0b11 is reserved and read as Bad)."""
+        return Quality(min((status >> 30) & 0b11, 2))
+
+
+# OPC UA status codes the drivers synthesise (Part 4 / Part 6 values).
+GOOD = 0x00000000
+GOOD_LOCAL_OVERRIDE = 0x00960000
+UNCERTAIN_LAST_USABLE_VALUE = 0x40900000
+UNCERTAIN_NO_COMMUNICATION_LAST_USABLE_VALUE = 0x408F0000
+BAD = 0x80000000
+BAD_TIMEOUT = 0x800A0000
+BAD_COMMUNICATION_ERROR = 0x80050000
+BAD_NO_COMMUNICATION = 0x80310000
+BAD_WAITING_FOR_INITIAL_DATA = 0x80320000
+BAD_NODE_ID_UNKNOWN = 0x80340000
+BAD_DEVICE_FAILURE = 0x808B0000
+BAD_OUT_OF_RANGE = 0x803C0000
+BAD_NOT_WRITABLE = 0x803B0000
+BAD_USER_ACCESS_DENIED = 0x801F0000
+BAD_TYPE_MISMATCH = 0x80740000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One observation of one tag. Times are unix seconds (UTC)."""
+
+    tag: str
+    source_time: float
+    value: Value
+    status: int = GOOD
+    server_time: float | None = None
+
+    @property
+    def quality(self) -> Quality:
+        return Quality.of(self.status)
+
+
+SampleSink = Callable[[Sequence[Sample]], None]
+"""Where a driver puts its samples: called with one batch per notification or scan."""
+
+
+class DriverState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """A write the device accepted: what was sent (raw, after scale/offset) and its status."""
+
+    tag: str
+    value: Value
+    raw: Value
+    status: int
+
+
+class Driver(Protocol):
+    """A source of samples for the tags of one `[[sources]]` entry.
+
+    `run()` is one session: it connects, resolves addresses, acquires and emits samples
+    until the connection is lost, then raises a `RetryableError` (or an error the supervisor
+    logs); the supervisor restarts it with the shared backoff, forever. On the way out
+    (including cancellation) it marks every tag Bad_NoCommunication through `emit` and
+    closes its connection. `write()` raises `WriteRejectedError` when the device refuses
+    (naming the tag and the status) and `ConnectionLostError` when not connected; it never
+    retries a write by itself.
+    """
+
+    name: str
+
+    @property
+    def state(self) -> DriverState: ...
+
+    async def run(self, emit: SampleSink) -> None: ...
+
+    async def write(self, tag: str, value: float | int | bool) -> WriteResult: ...

@@ -1,0 +1,332 @@
+"""The simulated mill over a real asyncua server, seen by a real asyncua client.
+
+One plant per module (see conftest); the server_down test restarts the listener and runs
+last; the secure server is a second plant in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import cast
+
+import pytest
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+from agent.demo.certs import CERT_FILE
+from agent.demo.runner import SimulatedPlant
+from agent.demo.tags import ALL_TAGS, BY_NAME, Kind
+from tests.integration.conftest import (
+    TIME_SCALE,
+    Collect,
+    eventually,
+    read,
+    secure_client,
+    status_name,
+    tag_node,
+    value,
+    value_only,
+    write_status,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+D, I32, B = ua.VariantType.Double, ua.VariantType.Int32, ua.VariantType.Boolean
+EXPECTED_TYPE = {Kind.DOUBLE: D, Kind.INT32: I32, Kind.BOOLEAN: B}
+
+
+async def test_address_space_has_every_tag_with_type_unit_and_range(opcua: Client) -> None:
+    index = await opcua.get_namespace_index("urn:edge-agent:demo:cement-mill")
+    mill1 = await opcua.nodes.objects.get_child([f"{index}:Plant", f"{index}:Mill1"])
+    children = {str((await c.read_browse_name()).Name): c for c in await mill1.get_children()}
+    assert set(children) == {t.name for t in ALL_TAGS}
+    assert children["FeedRate"].nodeid.to_string() == f"ns={index};s=Plant/Mill1/FeedRate"
+    for spec in ALL_TAGS:
+        node = await tag_node(opcua, spec.name)
+        assert await node.read_data_type_as_variant_type() == EXPECTED_TYPE[spec.kind], spec.name
+        dv = await node.read_data_value()
+        assert dv.Value is not None and dv.Value.VariantType == EXPECTED_TYPE[spec.kind]
+    feed = await tag_node(opcua, "FeedRate")
+    units = await (await feed.get_child("0:EngineeringUnits")).read_value()
+    assert units.DisplayName.Text == "t/h" and units.UnitId == int.from_bytes(b"E18", "big")
+    setpoint = await tag_node(opcua, "FeedRateSetpoint")
+    eu_range = await (await setpoint.get_child("0:EURange")).read_value()
+    assert (eu_range.Low, eu_range.High) == BY_NAME["FeedRateSetpoint"].normal
+    hard = await (await setpoint.get_child("0:InstrumentRange")).read_value()
+    assert (hard.Low, hard.High) == (0.0, 300.0)
+    assert ua.AccessLevel.CurrentWrite in await setpoint.get_access_level()
+    assert ua.AccessLevel.CurrentWrite not in await feed.get_access_level()
+
+
+async def test_values_are_fresh_and_equal_to_the_mill(opcua: Client, sim: SimulatedPlant) -> None:
+    first = await read(opcua, "FeedRate")
+    assert first.SourceTimestamp is not None and first.ServerTimestamp is not None
+    assert abs(first.SourceTimestamp.timestamp() - time.time()) < 0.5
+    await asyncio.sleep(0.3)
+    second = await read(opcua, "FeedRate")
+    assert second.SourceTimestamp is not None and second.SourceTimestamp > first.SourceTimestamp
+    await sim.pause()
+    dv = await read(opcua, "FeedRate")
+    truth = sim.mill.read("FeedRate")
+    assert dv.Value is not None and dv.Value.Value == truth.value
+    assert dv.SourceTimestamp is not None
+    assert dv.SourceTimestamp.timestamp() == pytest.approx(
+        sim.sim_to_wall(truth.source_time), abs=1e-3
+    )
+
+
+async def test_the_tick_task_keeps_the_time_scale_and_pauses(sim: SimulatedPlant) -> None:
+    start_sim, start_wall = sim.mill.time, time.monotonic()
+    await asyncio.sleep(0.5)
+    rate = (sim.mill.time - start_sim) / (time.monotonic() - start_wall)
+    assert rate == pytest.approx(TIME_SCALE, rel=0.25)
+    assert sim.sim_to_wall(sim.mill.time) == pytest.approx(time.time(), abs=0.15)
+    assert sim.stats.max_block_s < 0.05
+    await sim.pause()
+    paused_at = sim.mill.time
+    await asyncio.sleep(0.3)
+    assert sim.mill.time == paused_at
+    sim.resume()
+    await asyncio.sleep(0.3)
+    assert sim.mill.time > paused_at
+    assert sim.sim_to_wall(sim.mill.time) == pytest.approx(time.time(), abs=0.15)
+
+
+async def test_a_subscription_receives_fresh_changes(opcua: Client, sim: SimulatedPlant) -> None:
+    collect = Collect()
+    subscription = await opcua.create_subscription(50, collect)
+    await subscription.subscribe_data_change(await tag_node(opcua, "FeedRate"))
+    await asyncio.sleep(0.6)
+    await subscription.delete()
+    stamps = [dv.SourceTimestamp for dv in collect.values if dv.SourceTimestamp is not None]
+    assert len(stamps) >= 5 and stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert time.time() - stamps[-1].timestamp() < 0.5
+    server_time = await opcua.get_node("i=2258").read_value()  # ServerStatus.CurrentTime
+    assert abs(server_time.timestamp() - time.time()) < 2.0
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("FeedRate", D), ("RemoteEnable", B), ("HeartbeatEcho", I32), ("RemoteActive", B)],
+)
+async def test_read_only_nodes_refuse_writes(
+    opcua: Client, sim: SimulatedPlant, name: str, kind: ua.VariantType
+) -> None:
+    before = sim.mill.read(name).value
+    zero = {D: 0.0, B: False, I32: 0}[kind]
+    status = await write_status(opcua, name, value_only(zero, kind))
+    assert status in {"BadNotWritable", "BadUserAccessDenied"}
+    assert sim.mill.read(name).value == before or name == "FeedRate"
+
+
+async def test_setpoint_write_reaches_the_mill_and_the_effective_setpoint_follows(
+    opcua: Client, sim: SimulatedPlant, heartbeat: Callable[[], Awaitable[None]]
+) -> None:
+    assert (await value(opcua, "RemoteActive")) is True
+    target = float(sim.mill.read("SeparatorSpeedSetpointEffective").value or 0.0) + 10.0
+    assert await write_status(opcua, "SeparatorSpeedSetpoint", value_only(target, D)) == "Good"
+    assert sim.mill.read("SeparatorSpeedSetpoint").value == target
+    assert (await value(opcua, "SeparatorSpeedSetpoint")) == target
+
+    async def effective_reached() -> bool:
+        dv = await read(opcua, "SeparatorSpeedSetpointEffective")
+        return dv.Value is not None and abs(dv.Value.Value - target) < 1e-6
+
+    await eventually(effective_reached, within=4.0)  # 2 rpm/s sim ramp: 5 s sim = 0.5 s
+
+
+async def test_writes_are_checked_like_a_plc(opcua: Client, sim: SimulatedPlant) -> None:
+    before = sim.mill.read("FeedRateSetpoint").value
+    assert await write_status(opcua, "FeedRateSetpoint", value_only(400.0, D)) == "BadOutOfRange"
+    now = cast(ua.DateTime, dt.datetime.now(dt.UTC))
+    stamped = ua.DataValue(ua.Variant(190.0, D), SourceTimestamp=now)
+    assert await write_status(opcua, "FeedRateSetpoint", stamped) == "BadWriteNotSupported"
+    as_int64 = value_only(190, ua.VariantType.Int64)
+    assert await write_status(opcua, "FeedRateSetpoint", as_int64) == "BadTypeMismatch"
+    assert sim.mill.read("FeedRateSetpoint").value == before
+    assert await write_status(opcua, "Heartbeat", value_only(4242, I32)) == "Good"
+
+    async def echoed() -> bool:
+        return bool(await value(opcua, "HeartbeatEcho") == 4242)
+
+    await eventually(echoed, within=2.0)
+
+
+@pytest.mark.parametrize("code", ["BadUserAccessDenied", "BadOutOfRange"])
+async def test_plc_reject_writes_reaches_the_client(
+    opcua: Client, sim: SimulatedPlant, code: str
+) -> None:
+    sim.mill.inject("plc_reject_writes", code=code)
+    assert await write_status(opcua, "FeedRateSetpoint", value_only(181.0, D)) == code
+
+
+@pytest.mark.parametrize(("kind", "tag", "params", "expected"), [
+    ("bad", "MillPower", {}, "BadSensorFailure"),
+    ("bad", "Vibration", {"code": "BadNoCommunication"}, "BadNoCommunication"),
+    ("uncertain", "Vibration", {"code": "UncertainLastUsableValue"}, "UncertainLastUsableValue"),
+    ("uncertain", "MillPower", {}, "UncertainSensorNotAccurate"),
+    ("local_override", "FeedRate", {}, "GoodLocalOverride"),
+])  # fmt: skip
+async def test_status_faults_show_in_the_status_code(
+    opcua: Client, sim: SimulatedPlant, kind: str, tag: str, params: dict[str, str], expected: str
+) -> None:
+    sim.mill.inject(kind, tag, **params)
+
+    async def shows() -> bool:
+        return status_name(await read(opcua, tag)) == expected
+
+    await eventually(shows, within=2.0)
+    dv = await read(opcua, tag)
+    assert (dv.Value is None or dv.Value.Value is None) == expected.startswith("Bad")
+    sim.mill.clear(kind, tag)
+    await eventually(lambda: _is_good(opcua, tag), within=2.0)
+
+
+async def _is_good(client: Client, tag: str) -> bool:
+    return status_name(await read(client, tag)) == "Good"
+
+
+async def test_freeze_stops_value_and_source_timestamp(opcua: Client, sim: SimulatedPlant) -> None:
+    sim.mill.inject("freeze", "FeedRate")
+    await asyncio.sleep(0.25)
+    first = await read(opcua, "FeedRate")
+    await asyncio.sleep(0.5)  # 5 s sim: FeedRate would have been resampled 50 times
+    second = await read(opcua, "FeedRate")
+    assert status_name(second) == "Good"
+    assert (second.SourceTimestamp, second.Value) == (first.SourceTimestamp, first.Value)
+    assert (
+        second.SourceTimestamp is not None
+        and time.time() - second.SourceTimestamp.timestamp() > 0.5
+    )
+
+
+async def test_clock_skew_offsets_source_timestamps(opcua: Client, sim: SimulatedPlant) -> None:
+    sim.mill.inject("clock_skew", offset_s=600.0)
+    await asyncio.sleep(0.25)
+    dv = await read(opcua, "FeedRate")
+    assert dv.SourceTimestamp is not None
+    offset = dv.SourceTimestamp.timestamp() - time.time()
+    assert offset == pytest.approx(600.0 / TIME_SCALE, abs=0.5)
+
+
+async def test_remote_disable_drops_remote_enable_and_active(
+    opcua: Client, sim: SimulatedPlant
+) -> None:
+    sim.mill.inject("remote_disable")
+
+    async def dropped() -> bool:
+        enable, active = await value(opcua, "RemoteEnable"), await value(opcua, "RemoteActive")
+        return enable is False and active is False
+
+    await eventually(dropped, within=2.0)
+
+
+async def test_trip_stops_the_mill(opcua: Client, sim: SimulatedPlant) -> None:
+    sim.mill.inject("trip")
+
+    async def tripped() -> bool:
+        running, active = await value(opcua, "Running"), await value(opcua, "RemoteActive")
+        return running is False and active is False
+
+    await eventually(tripped, within=2.0)
+
+
+async def test_watchdog_latches_when_the_heartbeat_stops(
+    opcua: Client, sim: SimulatedPlant, heartbeat: Callable[[], Awaitable[None]]
+) -> None:
+    await asyncio.sleep(0.3)
+    assert (await value(opcua, "WatchdogFault")) is False
+    assert (await value(opcua, "RemoteActive")) is True
+    await heartbeat()  # the agent "dies": 15 s sim watchdog = 1.5 s wall
+
+    async def latched() -> bool:
+        return (await value(opcua, "WatchdogFault")) is True
+
+    await eventually(latched, within=4.0)
+    assert (await value(opcua, "RemoteActive")) is False
+    node = await tag_node(opcua, "Heartbeat")
+    await node.write_value(value_only(99_999, I32))  # beating again does not unlatch
+    await asyncio.sleep(0.3)
+    assert (await value(opcua, "WatchdogFault")) is True
+
+
+async def test_watchdog_stall_stops_the_echo(
+    opcua: Client, sim: SimulatedPlant, heartbeat: Callable[[], Awaitable[None]]
+) -> None:
+    sim.mill.inject("watchdog_stall")
+    await asyncio.sleep(0.2)
+    first = await value(opcua, "HeartbeatEcho")
+    await asyncio.sleep(0.4)
+    assert await value(opcua, "HeartbeatEcho") == first
+    assert sim.mill.read("Heartbeat").value != first
+
+
+async def test_server_down_drops_the_session_and_comes_back_on_the_same_port(
+    sim: SimulatedPlant, tmp_path: Path
+) -> None:
+    state = tmp_path / "session.json"  # asyncua 2.1 clients can resume a session (Part 4 6.7)
+    first = Client(sim.opcua_url, timeout=1)
+    first.session_state_path = state
+    await first.connect()
+    subscription = await first.create_subscription(100, Collect())  # keeps the session alive
+    await subscription.subscribe_data_change(await tag_node(first, "FeedRate"))
+    token = first.uaclient.session.authentication_token
+    saved = state.read_text()
+    sim.mill.inject("server_down", duration_s=20.0)  # 2 s wall
+    await asyncio.sleep(0.3)
+    with pytest.raises((ConnectionError, OSError, TimeoutError, UaError)):
+        await read(first, "FeedRate")
+    with contextlib.suppress(Exception):
+        await first.disconnect()  # this also deletes the state file ...
+    state.write_text(saved)  # ... which a crashed agent would have kept
+    with pytest.raises(OSError):
+        await Client(sim.opcua_url, timeout=1).connect()
+    began = time.monotonic()
+    while True:
+        client = Client(sim.opcua_url, timeout=1)
+        client.session_state_path = state
+        try:
+            await client.connect()
+            break
+        except OSError:
+            assert time.monotonic() - began < 5.0, "server did not come back"
+            await asyncio.sleep(0.1)
+    try:
+        assert client.uaclient.session.authentication_token != token  # the old one is gone
+        assert status_name(await read(client, "FeedRate")) == "Good"
+    finally:
+        await client.disconnect()
+
+
+# --- SignAndEncrypt + username ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["Basic256Sha256", "Aes256Sha256RsaPss"])
+async def test_sign_and_encrypt_with_password_reads_and_writes(
+    secure_plant: SimulatedPlant, client_cert: tuple[Path, Path], policy: str, pki_dir: Path
+) -> None:
+    client = await secure_client(secure_plant, client_cert, policy, "s3cret")
+    async with client:
+        assert status_name(await read(client, "FeedRate")) == "Good"
+        assert await write_status(client, "FanSpeedSetpoint", value_only(86.0, D)) == "Good"
+    assert secure_plant.mill.read("FanSpeedSetpoint").value == 86.0
+    assert (pki_dir / CERT_FILE).is_file()
+
+
+async def test_wrong_password_and_anonymous_are_refused(
+    secure_plant: SimulatedPlant, client_cert: tuple[Path, Path]
+) -> None:
+    client = await secure_client(secure_plant, client_cert, "Basic256Sha256", "wrong")
+    with pytest.raises(UaStatusCodeError):
+        await client.connect()
+    with contextlib.suppress(Exception):
+        await client.disconnect()
+    anonymous = Client(secure_plant.opcua_url, timeout=2)
+    with pytest.raises((UaError, OSError, TimeoutError)):
+        await anonymous.connect()

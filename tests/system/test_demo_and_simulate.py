@@ -1,0 +1,94 @@
+"""`edge-agent demo` and `edge-agent simulate` as subprocesses, checked over the protocols."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from asyncua.client.client import Client
+
+from agent.demo.tags import NAMESPACE_URI
+
+AGENT = [sys.executable, "-m", "agent"]
+
+
+def test_demo_runs_for_its_duration_and_exits_0() -> None:
+    result = subprocess.run(
+        [*AGENT, "demo", "--duration", "4", "--opcua-port", "0", "--modbus-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.match(r"simulated mill serving OPC UA at opc\.tcp://127\.0\.0\.1:\d+", lines[0])
+    readings = [line for line in lines if line.startswith("t=")]
+    assert len(readings) >= 2
+    feed = [
+        float(m[1].replace(",", ""))
+        for m in map(re.compile(r"FeedRate=([\d,.]+)").search, readings)
+        if m
+    ]
+    assert feed and all(150 < f < 210 for f in feed)
+    assert "TotalFeedRate=" in readings[-1] and "t/h" in readings[-1]
+    summary = re.search(
+        r"demo finished after [\d.]+ s: (\d+) reads over OPC UA and Modbus, "
+        r"(\d+) errors",
+        result.stdout,
+    )
+    assert summary is not None
+    assert int(summary[1]) >= 4 and int(summary[2]) == 0
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_refuses_a_bad_duration() -> None:
+    result = subprocess.run(
+        [*AGENT, "demo", "--duration", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--duration must be a positive number, found -1" in result.stderr
+
+
+async def test_simulate_serves_the_mill_until_interrupted() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT,
+        "simulate",
+        "--opcua-port",
+        "48411",
+        "--modbus-port",
+        "50211",
+        "--time-scale",
+        "10",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                async with Client("opc.tcp://127.0.0.1:48411", timeout=2) as client:
+                    index = await client.get_namespace_index(NAMESPACE_URI)
+                    node = client.get_node(f"ns={index};s=Plant/Mill1/SeparatorSpeed")
+                    value = await node.read_value()
+                    break
+            except (OSError, TimeoutError):
+                assert time.monotonic() < deadline, "simulator did not come up"
+                await asyncio.sleep(0.3)
+        assert 900 < value < 1000
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+        assert proc.returncode in (0, 130), err
+        assert b"Traceback" not in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
