@@ -43,7 +43,9 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def test_secrets_are_read_from_file_and_credentials_dir(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_secrets_are_read_from_file_and_credentials_dir(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(CONFIG)
     loaded = load_config(path)
