@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent.configfile import LoadedConfig, load_config
 from agent.errors import ConfigError
+from agent.logs import configure_logging
 
 EX_CONFIG = 78
 DEFAULT_CONFIG = Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/agent.toml"))
@@ -65,6 +67,27 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="X",
         help="divides the lab's publication delays (1440: 28 days in 28 min)",
+    )
+    sim.add_argument(
+        "--secure-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="serve OPC UA with SignAndEncrypt only and username logins; the server "
+        "certificate is created in (and reused from) DIR",
+    )
+    sim.add_argument(
+        "--user",
+        default="operator",
+        metavar="NAME",
+        help="with --secure-dir: the user name (default operator)",
+    )
+    sim.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --secure-dir: a file holding that user's password",
     )
 
     demo = commands.add_parser("demo", help="the simulated plant and the agent, together")
@@ -141,10 +164,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "simulate":
+            from agent.demo.certs import OpcUaSecurity
             from agent.demo.runner import run_simulator
 
+            configure_logging("info")
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+            security = None
+            if args.secure_dir is not None:
+                if args.password_file is None:
+                    parser.error("--secure-dir needs --password-file FILE")
+                password = args.password_file.read_text(encoding="utf-8").strip()
+                security = OpcUaSecurity(cert_dir=args.secure_dir, users={args.user: password})
             asyncio.run(
                 run_simulator(
+                    security=security,
                     host=args.host,
                     opcua_port=args.opcua_port,
                     modbus_port=args.modbus_port,

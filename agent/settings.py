@@ -68,6 +68,8 @@ class OpcUaSource(Section):
     queue_size: Annotated[int, Field(ge=1, le=10_000)] = 10
     timeout_s: PositiveSeconds = 5.0
     watchdog_intervals: Annotated[int, Field(ge=2, le=1000)] = 10
+    trusted_dir: Path | None = None  # default <state_dir>/pki/trusted
+    rejected_dir: Path | None = None  # default <state_dir>/pki/rejected
 
     @model_validator(mode="after")
     def _security_pairs(self) -> OpcUaSource:
@@ -97,6 +99,8 @@ class ModbusSource(Section):
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     max_gap_registers: Annotated[int, Field(ge=0, le=124)] = 8
     max_gap_bits: Annotated[int, Field(ge=0, le=1999)] = 64
+    write_multiple: Flag = False
+    """Write with FC15/FC16 even for one coil/register (devices without FC5/FC6)."""
 
     @model_validator(mode="after")
     def _transport_needs(self) -> ModbusSource:
