@@ -14,19 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import TextIO
 
-from agent.clock import SystemClock
+from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
+from agent.core.latest import LatestValues
 from agent.errors import ConfigProblem
 from agent.logs import configure_logging, get_logger
+from agent.settings import OpcUaSource
 from agent.shell.supervisor import Supervisor
+from drivers.base import Driver, Sample
+from drivers.modbus import ModbusDriver
+from drivers.opcua import OpcUaDriver
 
 FORCED_EXIT = 1
 
@@ -78,6 +84,29 @@ def state_dir_lock(loaded: LoadedConfig) -> Iterator[Path]:
         yield state_dir
 
 
+def build_drivers(loaded: LoadedConfig, state_dir: Path, clock: Clock) -> list[Driver]:
+    """One driver per `[[sources]]` entry, with that source's tags."""
+    s = loaded.settings
+    drivers: list[Driver] = []
+    for source in s.sources:
+        tags = [tag for tag in s.tags if tag.source == source.name]
+        if isinstance(source, OpcUaSource):
+            password = loaded.secrets.get(f"sources.{source.name}.password")
+            drivers.append(
+                OpcUaDriver(
+                    source,
+                    tags,
+                    state_dir=state_dir,
+                    agent_id=s.agent.id,
+                    password=password,
+                    clock=clock,
+                )
+            )
+        else:
+            drivers.append(ModbusDriver(source, tags, clock=clock))
+    return drivers
+
+
 class App:
     """The running agent: its supervisor and the components it supervises."""
 
@@ -86,6 +115,15 @@ class App:
         self.state_dir = state_dir
         self.clock = SystemClock()
         self.supervisor = Supervisor(self.clock)
+        settings = loaded.settings
+        self.latest = LatestValues({tag.name: tag.source for tag in settings.tags})
+        self.drivers = build_drivers(loaded, state_dir, self.clock)
+        for driver in self.drivers:
+            self.supervisor.add(f"source:{driver.name}", functools.partial(driver.run, self.emit))
+
+    def emit(self, batch: Sequence[Sample]) -> None:
+        """Every driver's samples arrive here, on the event loop."""
+        self.latest.update(batch)
 
     async def run(self) -> None:
         """Run until cancelled."""

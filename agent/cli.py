@@ -90,6 +90,46 @@ def _parser() -> argparse.ArgumentParser:
         help="with --secure-dir: a file holding that user's password",
     )
 
+    read = commands.add_parser("read", help="read configured tags once and print a table")
+    _config_arg(read)
+    read.add_argument("tags", nargs="*", metavar="TAG", help="tag names (default: all)")
+
+    browse = commands.add_parser("browse", help="list an OPC UA server's address space")
+    browse.add_argument("url", metavar="URL", help="endpoint, e.g. opc.tcp://10.0.0.5:4840")
+    browse.add_argument("--depth", type=int, default=3, metavar="N")
+    browse.add_argument(
+        "--security",
+        default="None",
+        metavar="POLICY[,MODE]",
+        help="None, or e.g. Basic256Sha256,SignAndEncrypt",
+    )
+    browse.add_argument("--user", default=None, metavar="NAME")
+    browse.add_argument("--password-file", type=Path, default=None, metavar="FILE")
+    browse.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/edge-agent"),
+        metavar="DIR",
+        help="where the agent's certificate and trust lists are",
+    )
+
+    opcua = commands.add_parser("opcua", help="OPC UA certificate trust")
+    opcua_commands = opcua.add_subparsers(dest="opcua_command", required=True, metavar="ACTION")
+    trust = opcua_commands.add_parser("trust", help="trust a rejected server certificate")
+    trust.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="the certificate in STATE_DIR/pki/rejected/ named by the error",
+    )
+    trust.add_argument(
+        "--source",
+        default=None,
+        metavar="NAME",
+        help="the OPC UA source whose trust list to use (if they differ)",
+    )
+    _config_arg(trust)
+
     demo = commands.add_parser("demo", help="the simulated plant and the agent, together")
     demo.add_argument(
         "--duration",
@@ -147,6 +187,42 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
 
 
+def _commission(args: argparse.Namespace) -> int:
+    from agent.shell import commission
+
+    configure_logging("warning", stream=sys.stderr)
+    try:
+        if args.command == "browse":
+            print(
+                asyncio.run(
+                    commission.browse_text(
+                        args.url,
+                        depth=args.depth,
+                        security=args.security,
+                        state_dir=args.state_dir,
+                        username=args.user,
+                        password=commission.read_password(args.password_file),
+                    )
+                )
+            )
+            return 0
+        loaded = _load_or_exit(args.config)
+        if args.command == "opcua":
+            target = commission.trust(args.file, loaded, args.source)
+            print(f"trusted: {target} (the agent uses it from its next connection)")
+            return 0
+        samples, errors = asyncio.run(commission.read_tags(loaded, args.tags))
+    except commission.CommissionError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    units = {tag.name: tag.unit for tag in loaded.settings.tags}
+    if samples:
+        print(commission.render_samples(samples, units))
+    for error in errors:
+        print(f"edge-agent: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def _positive(parser: argparse.ArgumentParser, name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         parser.error(f"{name} must be a positive number, found {value:g}")
@@ -163,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "run":
             return _run(args)
+        if args.command in ("read", "browse", "opcua"):
+            return _commission(args)
         if args.command == "simulate":
             from agent.demo.certs import OpcUaSecurity
             from agent.demo.runner import run_simulator
@@ -199,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `edge-agent browse ... | head`
+        return 0
     except OSError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1

@@ -17,14 +17,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from agent.config_messages import ENV_PREFIX, Lines, problem_from_error
 from agent.core import config_checks
 from agent.errors import ConfigError, ConfigProblem
 from agent.settings import Loop, OpcUaSource, Settings, Source, Tag
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -200,4 +202,32 @@ def load_config(path: Path) -> LoadedConfig:
     problems += [lines.locate(p) for p in later]
     if problems or settings is None:
         raise ConfigError(problems)
-    return LoadedConfig(path, settings, secrets)
+    return LoadedConfig(path, _absolute_paths(settings, path.parent), secrets)
+
+
+def _absolute_paths(settings: Settings, base: Path) -> Settings:
+    """Every relative path of the file taken from the file's folder, once, at load."""
+
+    def fix(model: _M, *keys: str) -> _M:
+        update = {
+            key: (base / value).resolve()
+            for key in keys
+            if isinstance(value := getattr(model, key), Path) and not value.is_absolute()
+        }
+        return model.model_copy(update=update) if update else model
+
+    sources = [
+        fix(src, "password_file", "trusted_dir", "rejected_dir")
+        if isinstance(src, OpcUaSource)
+        else src
+        for src in settings.sources
+    ]
+    return settings.model_copy(
+        update={
+            "agent": fix(settings.agent, "state_dir"),
+            "sources": sources,
+            "sync": fix(
+                settings.sync, "token_file", "ca_file", "client_cert_file", "client_key_file"
+            ),
+        }
+    )

@@ -41,6 +41,9 @@ REDACTED = "**********"
 
 #: Standard-library loggers held at WARNING unless the agent runs at debug level.
 NOISY_LIBRARIES = ("asyncua", "pymodbus", "uvicorn", "httpx", "httpcore")
+#: Libraries that log every expected failure as an error (pymodbus: each timeout at ERROR);
+#: our drivers log those themselves (first WARNING, repeats DEBUG), so these stay quieter.
+SILENCED_LIBRARIES = {"pymodbus": logging.CRITICAL}
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -156,9 +159,11 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric_level)
-    library_level = logging.NOTSET if numeric_level <= logging.DEBUG else logging.WARNING
     for name in NOISY_LIBRARIES:
-        logging.getLogger(name).setLevel(library_level)
+        quiet = SILENCED_LIBRARIES.get(name, logging.WARNING)
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if numeric_level <= logging.DEBUG else quiet
+        )
 
     structlog.configure(
         processors=[

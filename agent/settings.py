@@ -96,7 +96,11 @@ class ModbusSource(Section):
     stopbits: Literal[1, 2] = 1
     poll_interval_s: PositiveSeconds = 1.0
     timeout_s: PositiveSeconds = 1.0
+    """Per request: how long to wait for an answer (also for connecting)."""
     retries: Annotated[int, Field(ge=0, le=5)] = 1
+    """Consecutive scans a unit may leave unanswered before its tags go Bad_NoCommunication
+    (those scans leave a gap). A request is never re-sent within a scan, so a dead unit costs
+    the other units at most one timeout_s a scan."""
     max_gap_registers: Annotated[int, Field(ge=0, le=124)] = 8
     max_gap_bits: Annotated[int, Field(ge=0, le=1999)] = 64
     write_multiple: Flag = False

@@ -1,11 +1,13 @@
 """Parsing of tag addresses: OPC UA node ids and Modbus table addresses.
 
 Owns: the textual address grammar plant IT writes in the configuration file, turned into
-plain values the drivers use, and the width of each Modbus data type in registers.
+plain values the drivers use (OPC UA node ids and browse paths, Modbus table addresses), and
+the width of each Modbus data type in registers.
 Must not: import a protocol library or touch a socket (the configuration check runs it).
 Invariants: a parsed address is always inside the protocol's limits (Modbus addresses
 0..65535 including every register the value spans; OPC UA numeric ids 0..2**32-1); every
-parse failure is a `ValueError` whose message says what was expected.
+parse failure is a `ValueError` whose message says what was expected; `str()` of a parsed
+OPC UA address parses back to an equal value.
 """
 
 from __future__ import annotations
@@ -68,6 +70,119 @@ def parse_node_id(text: str) -> NodeAddress:
         except ValueError:
             raise ValueError("expected a GUID after 'g='") from None
     return NodeAddress(kind, identifier, namespace_uri, namespace_index)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BrowseName:
+    """One hop of a browse path: a browse name in the path's namespace, or in namespace 0."""
+
+    name: str
+    standard: bool = False  # True: the OPC UA standard namespace (written '0:Name')
+
+    def __str__(self) -> str:
+        escaped = self.name.replace("&", "&&").replace("/", "&/")
+        if not self.standard and escaped.startswith("0:"):
+            escaped = "&" + escaped  # a literal leading '0:' is escaped
+        return ("0:" if self.standard else "") + escaped
+
+
+@dataclass(frozen=True)
+class BrowsePath:
+    """A node named by its browse path from the Objects folder, resolved on the server.
+
+    Text form: `nsu=URI;path=/Plant/Mill1/FeedRate` (or `ns=N;path=...`): every hop is a
+    browse name in that namespace, except hops written `0:Name` (the standard namespace,
+    e.g. `/Plant/Mill1/FeedRate/0:EURange`). In a name, `&/` is a literal '/', `&&` a
+    literal '&' and a leading `&0:` a literal '0:'. Like every address, the text is
+    stripped of surrounding whitespace first.
+    """
+
+    segments: tuple[BrowseName, ...]
+    namespace_uri: str | None = None
+    namespace_index: int = 0
+
+    def __str__(self) -> str:
+        prefix = (
+            f"nsu={self.namespace_uri};"
+            if self.namespace_uri is not None
+            else (f"ns={self.namespace_index};" if self.namespace_index else "")
+        )
+        return f"{prefix}path=/" + "/".join(str(segment) for segment in self.segments)
+
+
+OpcUaAddress = NodeAddress | BrowsePath
+
+_PATH_HELP = (
+    "a browse path like 'nsu=urn:plant:mill;path=/Plant/Mill1/FeedRate' (hops from the "
+    "Objects folder, '0:Name' for a standard browse name, '&/' for a '/' inside a name)"
+)
+
+
+def _split_path(text: str) -> tuple[BrowseName, ...]:
+    if not text.startswith("/"):
+        raise ValueError(f"expected {_PATH_HELP}: the path starts with '/'")
+    segments: list[BrowseName] = []
+    current: list[str] = []
+    standard = False
+    at_start = True
+    i = 1
+    while i <= len(text):
+        char = text[i] if i < len(text) else "/"
+        if char == "&":
+            if i + 1 < len(text) and text[i + 1] in "&/":
+                current.append(text[i + 1])
+                i += 2
+                at_start = False
+                continue
+            if at_start and text.startswith("0:", i + 1):
+                current.append("0:")
+                i += 3
+                at_start = False
+                continue
+            raise ValueError(f"expected {_PATH_HELP}: '&' must be followed by '/', '&' or '0:'")
+        if char == "/":
+            if not current:
+                raise ValueError(f"expected {_PATH_HELP}: empty browse name in the path")
+            segments.append(BrowseName("".join(current), standard))
+            current, standard, at_start = [], False, True
+            i += 1
+            continue
+        if at_start and text.startswith("0:", i):
+            standard = True
+            i += 2
+            at_start = False
+            continue
+        current.append(char)
+        at_start = False
+        i += 1
+    return tuple(segments)
+
+
+def parse_opcua_address(text: str) -> OpcUaAddress:
+    """Parse a node id (see `parse_node_id`) or a browse path `[nsu=URI;|ns=N;]path=/A/B`."""
+    rest = text.strip()
+    head, sep, tail = rest.partition(";")
+    namespace_uri: str | None = None
+    namespace_index = 0
+    body = rest
+    if sep and (head.startswith(("nsu=", "ns="))):
+        if not tail.startswith("path="):
+            return parse_node_id(rest)
+        if head.startswith("nsu="):
+            namespace_uri = head[4:]
+            if not namespace_uri:
+                raise ValueError(f"expected {_PATH_HELP}: 'nsu=' needs a URI followed by ';'")
+        else:
+            if not head[3:].isdigit() or int(head[3:]) > 65535:
+                raise ValueError(f"expected {_PATH_HELP}: 'ns=' needs an index 0..65535 and ';'")
+            namespace_index = int(head[3:])
+        body = tail
+    if not body.startswith("path="):
+        return parse_node_id(rest)
+    segments = _split_path(body[5:])
+    if not segments:
+        raise ValueError(f"expected {_PATH_HELP}: at least one browse name after 'path=/'")
+    return BrowsePath(segments, namespace_uri, namespace_index)
 
 
 class Table(StrEnum):

@@ -23,7 +23,7 @@ from drivers.addresses import (
     MAX_ADDRESS,
     ModbusType,
     parse_modbus_address,
-    parse_node_id,
+    parse_opcua_address,
     register_count,
 )
 
@@ -70,6 +70,16 @@ def check_sources(sources: Sequence[tuple[int, Source]], file: str) -> list[Conf
                 file,
                 required=source.username is not None,
             )
+            if source.username is not None and source.security_policy == "None":
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.username",
+                        "a security_policy and security_mode other than 'None' to send a "
+                        "password (or no username, for an anonymous session)",
+                        "security_policy 'None'",
+                    )
+                )
             if source.username is None and (source.password_file or source.password_credential):
                 problems.append(
                     ConfigProblem(
@@ -148,7 +158,7 @@ def _check_modbus_tag(key: str, tag: Tag, file: str) -> list[ConfigProblem]:
         count = register_count(value_type, tag.length)
     except ValueError as exc:
         return [ConfigProblem(file, f"{key}.length", str(exc).removeprefix("expected "), "nothing")]
-    problems = []
+    problems = _check_modbus_coding(key, tag, value_type, file)
     if where.address + count - 1 > MAX_ADDRESS:
         problems.append(
             ConfigProblem(
@@ -167,6 +177,27 @@ def _check_modbus_tag(key: str, tag: Tag, file: str) -> list[ConfigProblem]:
                 f"({where.table}); writable tags live in coil or holding",
                 "true",
             )
+        )
+    return problems
+
+
+def _check_modbus_coding(
+    key: str, tag: Tag, value_type: ModbusType, file: str
+) -> list[ConfigProblem]:
+    """What the register codec cannot honour: scaled bools/strings, writable strings."""
+    problems = []
+    if value_type in (ModbusType.BOOL, ModbusType.STRING) and (tag.scale, tag.offset) != (1, 0):
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{key}.{'scale' if tag.scale != 1 else 'offset'}",
+                f"no scale or offset on a {value_type} tag (they apply to numbers only)",
+                f"scale {tag.scale:g}, offset {tag.offset:g}",
+            )
+        )
+    if value_type is ModbusType.STRING and tag.writable:
+        problems.append(
+            ConfigProblem(file, f"{key}.writable", "false: string tags are read-only", "true")
         )
     return problems
 
@@ -237,7 +268,7 @@ def check_tags(
             problems += _check_modbus_tag(key, tag, file)
         else:
             try:
-                parse_node_id(tag.address)
+                parse_opcua_address(tag.address)
             except ValueError as exc:
                 problems.append(
                     ConfigProblem(

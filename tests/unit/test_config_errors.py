@@ -70,8 +70,6 @@ def add(extra: str) -> Edit:
     return lambda text: text + extra
 
 
-SECRET_DIR_CASES = {"world_readable_password", "missing_password_file"}
-
 CASES: list[tuple[str, Edit, list[str]]] = [
     (
         "typo_key",
@@ -272,7 +270,10 @@ CASES: list[tuple[str, Edit, list[str]]] = [
     ),
     (
         "username_without_password",
-        sub('security_mode = "None"', 'security_mode = "None"\nusername = "u"'),
+        sub(
+            'security_policy = "None"\nsecurity_mode = "None"',
+            'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"\nusername = "u"',
+        ),
         [
             "{f}:5: sources[0].password_file: expected password_file = '/path/to/file' or password_credential = 'name' (systemd credential), found neither"
         ],
@@ -280,8 +281,8 @@ CASES: list[tuple[str, Edit, list[str]]] = [
     (
         "missing_password_file",
         sub(
-            'security_mode = "None"',
-            'security_mode = "None"\nusername = "u"\npassword_file = "nope.txt"',
+            'security_policy = "None"\nsecurity_mode = "None"',
+            'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"\nusername = "u"\npassword_file = "nope.txt"',
         ),
         [
             "{f}:12: sources[0].password_file: expected a readable secret file, found {d}/nope.txt: No such file or directory"
@@ -290,8 +291,8 @@ CASES: list[tuple[str, Edit, list[str]]] = [
     (
         "world_readable_password",
         sub(
-            'security_mode = "None"',
-            'security_mode = "None"\nusername = "u"\npassword_file = "open.txt"',
+            'security_policy = "None"\nsecurity_mode = "None"',
+            'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"\nusername = "u"\npassword_file = "open.txt"',
         ),
         [
             "{f}:12: sources[0].password_file: expected a secret file not readable by others (chmod 600 or 640), found {d}/open.txt with mode 0644"
@@ -300,11 +301,21 @@ CASES: list[tuple[str, Edit, list[str]]] = [
     (
         "credential_without_systemd",
         sub(
-            'security_mode = "None"',
-            'security_mode = "None"\nusername = "u"\npassword_credential = "opcua"',
+            'security_policy = "None"\nsecurity_mode = "None"',
+            'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"\nusername = "u"\npassword_credential = "opcua"',
         ),
         [
             "{f}:12: sources[0].password_credential: expected $CREDENTIALS_DIRECTORY set by systemd (LoadCredential=), found not set"
+        ],
+    ),
+    (
+        "password_over_insecure_channel",
+        sub(
+            'security_mode = "None"',
+            'security_mode = "None"\nusername = "u"\npassword_file = "private.txt"',
+        ),
+        [
+            "{f}:11: sources[0].username: expected a security_policy and security_mode other than 'None' to send a password (or no username, for an anonymous session), found security_policy 'None'"
         ],
     ),
     (
@@ -363,6 +374,8 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name)
     (tmp_path / "open.txt").write_text("hunter2\n")
     (tmp_path / "open.txt").chmod(0o644)
+    (tmp_path / "private.txt").write_text("hunter2\n")
+    (tmp_path / "private.txt").chmod(0o600)
     return tmp_path
 
 

@@ -1,0 +1,204 @@
+"""The pymodbus boundary: one connection (TCP, RTU over TCP, or RTU on a serial port).
+
+Owns: building the pymodbus client for a `ModbusSource`, connecting and closing it, sending
+exactly one request at a time over it (an `asyncio.Lock` per connection: a serial bus, or a
+TCP gateway, serves one request at a time), and mapping every pymodbus outcome *once* into
+plain results or `agent.errors`:
+- an answer -> the registers (or bits) asked for; an exception response -> `Refused(code)`;
+- no answer within `timeout_s` (or an answer that does not match the request) -> `None`;
+- not connected / connection gone -> `ConnectionLostError`;
+- for writes: `Refused`, a timeout -> `DeviceTimeoutError`, connection gone ->
+  `ConnectionLostError`.
+Must not: decide what a result means for tags or units (drivers.modbus_scan does), retry
+anything (pymodbus' own retries and reconnects are switched off: the driver and the
+supervisor own that policy), log, or let a pymodbus exception escape.
+Invariants: at most one request in flight per connection; a lost connection fails the
+request in flight at once (the `trace_connect` hook fails pymodbus' pending future), instead
+of after the response timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
+from agent.errors import ConnectionLostError, DeviceTimeoutError
+from agent.settings import ModbusSource
+from drivers.addresses import Table
+
+__all__ = ["Link", "Refused"]
+
+_READ_FC = {Table.COIL: 1, Table.DISCRETE_INPUT: 2, Table.HOLDING: 3, Table.INPUT: 4}
+_NEVER = 2**31
+"""pymodbus closes a TCP connection after `retries + 3` unanswered requests in a row; one dead
+unit must not cost the others their connection, so that count is set out of reach."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The device answered with a Modbus exception response."""
+
+    code: int
+
+
+class Link:
+    """One pymodbus client and the lock that keeps it to one request at a time."""
+
+    def __init__(self, source: ModbusSource) -> None:
+        self.source = source
+        self.lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if source.transport == "rtu":
+            assert source.serial_port is not None  # ModbusSource validates it
+            self.where = source.serial_port
+            self._client = AsyncModbusSerialClient(
+                source.serial_port,
+                framer=FramerType.RTU,
+                baudrate=source.baudrate,
+                bytesize=8,
+                parity=source.parity,
+                stopbits=source.stopbits,
+                timeout=source.timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                name=source.name,
+                trace_connect=self._connection_changed,
+            )
+        else:
+            assert source.host is not None
+            self.where = f"{source.host}:{source.port}"
+            self._client = AsyncModbusTcpClient(
+                source.host,
+                port=source.port,
+                framer=FramerType.RTU if source.transport == "rtu_over_tcp" else FramerType.SOCKET,
+                timeout=source.timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                name=source.name,
+                trace_connect=self._connection_changed,
+            )
+        self._client.set_max_no_responses(_NEVER)
+        self._calls: dict[Table, Any] = {
+            Table.COIL: self._client.read_coils,
+            Table.DISCRETE_INPUT: self._client.read_discrete_inputs,
+            Table.HOLDING: self._client.read_holding_registers,
+            Table.INPUT: self._client.read_input_registers,
+        }
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.connected)
+
+    async def connect(self) -> None:
+        """Open the connection; ConnectionLostError if the peer cannot be reached."""
+        try:
+            connected = await self._client.connect()
+        except (ModbusException, OSError) as exc:
+            raise ConnectionLostError(f"could not connect to {self.where}: {exc}") from exc
+        if not connected:
+            raise ConnectionLostError(
+                f"could not connect to {self.where} within {self.source.timeout_s:g} s"
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _connection_changed(self, connected: bool) -> None:
+        """pymodbus trace hook: fail the request in flight as soon as the connection drops."""
+        if connected:
+            return
+        pending = getattr(getattr(self._client, "ctx", None), "response_future", None)
+        if isinstance(pending, asyncio.Future) and not pending.done():
+            pending.set_exception(ConnectionException(f"connection to {self.where} lost"))
+
+    async def read(
+        self, unit_id: int, table: Table, start: int, count: int
+    ) -> list[int] | list[bool] | Refused | None:
+        """Read `count` registers/bits: the values, `Refused(code)`, or None (no answer)."""
+        call = self._calls[table]
+        async with self.lock:
+            response = await self._execute(lambda: call(start, count=count, device_id=unit_id))
+        if response is None:
+            return None
+        if response.isError():
+            return Refused(int(getattr(response, "exception_code", 0)))
+        if response.function_code != _READ_FC[table]:
+            return None  # a late answer to an earlier request (RTU has no transaction id)
+        if table.is_bit:
+            bits = list(response.bits)
+            return bits[:count] if len(bits) >= count else None
+        registers = list(response.registers)
+        return registers if len(registers) == count else None
+
+    async def write(
+        self,
+        unit_id: int,
+        table: Table,
+        address: int,
+        registers: tuple[int, ...],
+        *,
+        bit: int | None,
+        multiple: bool,
+    ) -> Refused | None:
+        """Write one tag's registers (or coil, or bit in a register); None when accepted.
+
+        FC5 (coil) / FC6 (one register) / FC15 / FC16 (several, or always with `multiple`);
+        a bit in a holding register uses FC22 (mask write), so the PLC's other bits are never
+        read and written back. Raises DeviceTimeoutError without an answer (the write may or
+        may not have been applied) and ConnectionLostError when not connected.
+        """
+        client = self._client
+        make: Callable[[], Awaitable[ModbusPDU]]
+        if table is Table.COIL:
+            on = bool(registers[0])
+            if multiple:
+                make = lambda: client.write_coils(address, [on], device_id=unit_id)  # noqa: E731
+            else:
+                make = lambda: client.write_coil(address, on, device_id=unit_id)  # noqa: E731
+        elif bit is not None:
+            mask = 1 << bit
+            make = lambda: client.mask_write_register(  # noqa: E731
+                address=address,
+                and_mask=~mask & 0xFFFF,
+                or_mask=mask if registers[0] else 0,
+                device_id=unit_id,
+            )
+        elif len(registers) == 1 and not multiple:
+            make = lambda: client.write_register(address, registers[0], device_id=unit_id)  # noqa: E731
+        else:
+            make = lambda: client.write_registers(address, list(registers), device_id=unit_id)  # noqa: E731
+        async with self.lock:
+            response = await self._execute(make)
+        if response is None:
+            raise DeviceTimeoutError(
+                f"no answer from unit {unit_id} at {self.where} within "
+                f"{self.source.timeout_s:g} s; the write may or may not have been applied"
+            )
+        if response.isError():
+            return Refused(int(getattr(response, "exception_code", 0)))
+        return None
+
+    async def _execute(self, make: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU | None:
+        """Send one pymodbus request and await its answer; the only place its errors are mapped.
+
+        The request is built here, inside the lock and the `try`: pymodbus raises
+        ConnectionException synchronously when not connected.
+        """
+        try:
+            response = await make()
+        except ConnectionException as exc:
+            raise ConnectionLostError(f"connection to {self.where} lost: {exc.string}") from exc
+        except ModbusIOException as exc:
+            if not self.connected:
+                raise ConnectionLostError(f"connection to {self.where} lost") from exc
+            return None  # no (matching) answer within timeout_s
+        except (ModbusException, OSError) as exc:
+            raise ConnectionLostError(f"connection to {self.where} failed: {exc}") from exc
+        return response

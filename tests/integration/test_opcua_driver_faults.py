@@ -1,0 +1,216 @@
+"""The OPC UA driver against real faults of a server running in another process.
+
+The server is this very module run as a script (`python -m <module> PORT EXTRA GEN`): an
+asyncua server that registers EXTRA filler namespaces before its own (so its namespace
+index moves when EXTRA changes) and publishes `GEN * 1e6 + n` to five variables every
+50 ms. Faults are done to that process by its PID: terminate and start again with other
+namespace indexes (a PLC program download), and SIGSTOP / SIGCONT (a hung server: the TCP
+connection stays open, the subscription goes silent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from agent.clock import SystemClock
+from agent.core.backoff import Backoff
+from agent.settings import OpcUaSource, Tag
+from agent.shell.supervisor import Supervisor
+from drivers.base import BAD_NODE_ID_UNKNOWN, Quality, Sample
+from drivers.opcua import OpcUaDriver
+
+NS = "urn:edge-agent:test:line"
+ROOT = Path(__file__).resolve().parents[2]
+BACKOFF = Backoff(initial_s=0.1, max_s=0.4, jitter=0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """The test server in a subprocess; every signal goes to its PID."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process, self.log = process, log
+
+    @classmethod
+    async def prepare(cls, port: int, extra: int, generation: int, log: Path) -> ServerProcess:
+        """Start the process: it builds its address space, then waits for `serve()`."""
+        with log.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", __name__, str(port), str(extra), str(generation),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                cwd=ROOT,
+            )  # fmt: skip
+        return cls(process, log)
+
+    async def serve(self) -> ServerProcess:
+        """Let it listen (binds the port) and wait until it does."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(b"GO\n")
+        await stdin.drain()
+        line = await asyncio.wait_for(stdout.readline(), 20)
+        assert line.strip() == b"READY", self.log.read_text()
+        return self
+
+    @classmethod
+    async def start(cls, port: int, extra: int, generation: int, log: Path) -> ServerProcess:
+        return await (await cls.prepare(port, extra, generation, log)).serve()
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.process.pid, sig)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.signal(signal.SIGCONT)
+            self.process.terminate()
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def supervised(driver: OpcUaDriver, sink: Callable[[Sequence[Sample]], None]
+                     ) -> AsyncIterator[Supervisor]:  # fmt: skip
+    supervisor = Supervisor(SystemClock(), backoff=BACKOFF, healthy_after_s=60)
+    supervisor.add("opcua:line", lambda: driver.run(sink))
+    task = asyncio.create_task(supervisor.run())
+    try:
+        yield supervisor
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def source(port: int, **fields: Any) -> OpcUaSource:
+    values: dict[str, Any] = {"kind": "opcua", "name": "line",
+                              "endpoint": f"opc.tcp://127.0.0.1:{port}/",
+                              "security_policy": "None", "security_mode": "None",
+                              "publishing_interval_s": 0.1, "sampling_interval_s": 0.05,
+                              **fields}  # fmt: skip
+    return OpcUaSource(**values)
+
+
+TAGS = [
+    *(Tag(name=f"V{i}", source="line", address=f"nsu={NS};s=Line/V{i}") for i in range(3)),
+    Tag(name="ByPath", source="line", address=f"nsu={NS};path=/Line/V3"),
+    Tag(name="ByIndex", source="line", address="ns=2;s=Line/V4"),  # breaks on renumbering
+]
+
+
+async def until(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def from_generation(samples: Sequence[Sample], name: str, generation: int) -> bool:
+    return any(
+        s.tag == name and s.quality is Quality.GOOD and int(s.value or 0) // 1_000_000 == generation
+        for s in samples
+    )
+
+
+async def test_renumbered_namespaces_still_resolve_by_uri(tmp_path: Path) -> None:
+    port, samples = free_port(), list[Sample]()
+    driver = OpcUaDriver(source(port, timeout_s=2.0), TAGS, state_dir=tmp_path, agent_id="t",
+                         password=None, clock=SystemClock())  # fmt: skip
+    renumbered = await ServerProcess.prepare(port, 3, 2, tmp_path / "server2.log")  # ns=5
+    server = await ServerProcess.start(port, 0, 1, tmp_path / "server.log")  # ours: ns=2
+    try:
+        async with supervised(driver, samples.extend):
+            names = [t.name for t in TAGS]
+            await until(lambda: all(from_generation(samples, n, 1) for n in names), 10, "gen 1")
+            await server.stop()
+            server = await renumbered.serve()
+            seen = len(samples)
+            await until(lambda: all(from_generation(samples[seen:], n, 2) for n in names[:4]),
+                        10, "gen 2 through nsu= ids and the browse path")  # fmt: skip
+            after = samples[seen:]
+            assert not any(s.status == BAD_NODE_ID_UNKNOWN for s in after if s.tag != "ByIndex")
+            assert any(s.tag == "ByIndex" and s.status == BAD_NODE_ID_UNKNOWN for s in after)
+    finally:
+        await server.stop()
+        await renumbered.stop()
+    assert driver.counters.reconnects >= 1 and driver.counters.dropped == 0
+
+
+async def test_a_silent_subscription_trips_the_watchdog(tmp_path: Path) -> None:
+    port, samples = free_port(), list[Sample]()
+    # asyncua's own health probe runs every timeout_s (3 s); the watchdog: 5 x 0.1 s
+    src = source(port, timeout_s=3.0, watchdog_intervals=5)
+    driver = OpcUaDriver(src, TAGS[:2], state_dir=tmp_path, agent_id="t", password=None,
+                         clock=SystemClock())  # fmt: skip
+    server = await ServerProcess.start(port, 0, 1, tmp_path / "server.log")
+    try:
+        async with supervised(driver, samples.extend) as supervisor:
+            await until(lambda: from_generation(samples, "V0", 1), 10, "first data")
+            await asyncio.sleep(0.3)
+            assert driver.counters.keepalives == 0  # data every interval: no keep-alive needed
+            server.signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            await until(lambda: driver.counters.watchdog_trips == 1, 3, "watchdog trip")
+            tripped_after = time.monotonic() - stopped
+            await until(lambda: supervisor.snapshot()[0].last_error is not None, 4, "restart")
+            assert "watchdog" in (supervisor.snapshot()[0].last_error or "")
+            server.signal(signal.SIGCONT)
+            seen = len(samples)
+            await until(lambda: from_generation(samples[seen:], "V0", 1), 10, "data resumes")
+    finally:
+        await server.stop()
+    assert 0.5 <= tripped_after < 2.0  # 5 silent publishing intervals, checked every 50 ms
+    assert driver.counters.reconnects >= 1
+
+
+# -- the server process --------------------------------------------------------------------
+
+
+async def _serve(port: int, extra: int, generation: int) -> None:
+    from asyncua import ua
+    from asyncua.server.server import Server
+
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    for i in range(extra):
+        await server.register_namespace(f"urn:edge-agent:test:filler:{i}")
+    idx = await server.register_namespace(NS)
+
+    def nid(identifier: str) -> ua.NodeId:
+        return ua.NodeId(cast(Any, identifier), cast(Any, idx))
+
+    line = await server.nodes.objects.add_folder(nid("Line"), ua.QualifiedName("Line", idx))
+    nodes = [
+        await line.add_variable(nid(f"Line/V{i}"), ua.QualifiedName(f"V{i}", idx), 0.0)
+        for i in range(5)
+    ]
+    await asyncio.to_thread(sys.stdin.readline)  # wait for the test's GO
+    async with server:
+        print("READY", flush=True)  # noqa: T201
+        n = 0
+        while True:
+            n += 1
+            value = ua.DataValue(ua.Variant(generation * 1_000_000.0 + n, ua.VariantType.Double))
+            for node in nodes:
+                await server.write_attribute_value(node.nodeid, value)
+            await asyncio.sleep(0.05)
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

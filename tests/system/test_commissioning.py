@@ -1,0 +1,136 @@
+"""`edge-agent read`, `browse` and `opcua trust` as subprocesses against the simulated plant."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.demo.certs import OpcUaSecurity
+from agent.demo.runner import SimulatedPlant
+
+AGENT = [sys.executable, "-m", "agent"]
+NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _config(tmp: Path, opcua_url: str, modbus_port: int, *, secure: bool = False) -> Path:
+    security = (
+        'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"\n'
+        'username = "operator"\npassword_file = "pw"\n'
+        if secure
+        else 'security_policy = "None"\nsecurity_mode = "None"\n'
+    )
+    text = f"""
+[agent]
+id = "commissioning"
+state_dir = "state"
+
+[[sources]]
+kind = "opcua"
+name = "mill"
+endpoint = "{opcua_url}"
+{security}
+[[sources]]
+kind = "modbus"
+name = "feeders"
+host = "127.0.0.1"
+port = {modbus_port}
+
+[[tags]]
+name = "SeparatorSpeed"
+source = "mill"
+address = "{NSU}SeparatorSpeed"
+unit = "rpm"
+
+[[tags]]
+name = "Running"
+source = "mill"
+address = "{NSU}Running"
+
+[[tags]]
+name = "TotalFeedRateSwapped"
+source = "feeders"
+address = "input:12"
+type = "float32"
+byte_order = "CDAB"
+unit = "t/h"
+"""
+    (tmp / "pw").write_text("s3cret-pw\n")
+    (tmp / "pw").chmod(0o600)
+    path = tmp / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def plant() -> AsyncIterator[SimulatedPlant]:
+    async with SimulatedPlant(opcua_port=0, modbus_port=0, time_scale=5) as running:
+        yield running
+
+
+async def test_read_prints_every_tag_with_quality(plant: SimulatedPlant, tmp_path: Path) -> None:
+    config = _config(tmp_path, plant.opcua_url, plant.modbus_port)
+    code, out, err = await _cli("read", "--config", str(config))
+    assert code == 0, err
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert set(rows) == {"SeparatorSpeed", "Running", "TotalFeedRateSwapped"}
+    assert 900 < float(rows["SeparatorSpeed"][1]) < 1000
+    assert rows["SeparatorSpeed"][2:4] == ["rpm", "GOOD"]
+    assert rows["Running"][1:3] == ["True", "GOOD"]
+    feed = float(rows["TotalFeedRateSwapped"][1])
+    truth = plant.mill.read("FeedRate").value
+    assert isinstance(truth, float) and abs(feed - truth) < 10
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rows["Running"][-1])
+
+
+async def test_read_of_a_dead_endpoint_says_which_source(
+    plant: SimulatedPlant, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, "opc.tcp://127.0.0.1:1", plant.modbus_port)
+    code, out, err = await _cli("read", "--config", str(config))
+    assert code == 1
+    assert "TotalFeedRateSwapped" in out  # the other source still answers
+    assert "edge-agent: source 'mill': " in err
+    assert "127.0.0.1:1" in err
+    assert "Traceback" not in err
+
+
+async def test_browse_lists_tags_with_nsu_ids(plant: SimulatedPlant, tmp_path: Path) -> None:
+    code, out, err = await _cli(
+        "browse", plant.opcua_url, "--depth", "3", "--state-dir", str(tmp_path / "state")
+    )
+    assert code == 0, err
+    assert f"{NSU}SeparatorSpeedSetpoint" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("SeparatorSpeedSetpoint "))
+    assert "Double" in line and "read/write" in line
+
+
+async def test_untrusted_server_then_trust_then_read(tmp_path: Path) -> None:
+    security = OpcUaSecurity(cert_dir=tmp_path / "plc-pki", users={"operator": "s3cret-pw"})
+    async with SimulatedPlant(opcua_port=0, modbus_port=0, security=security) as plant:
+        config = _config(tmp_path, plant.opcua_url, plant.modbus_port, secure=True)
+        code, _, err = await _cli("read", "--config", str(config), "SeparatorSpeed")
+        assert code == 1
+        rejected = sorted((tmp_path / "state" / "pki" / "rejected").glob("*.der"))
+        assert len(rejected) == 1
+        assert str(rejected[0]) in err and "Traceback" not in err
+        code, out, err = await _cli("opcua", "trust", str(rejected[0]), "--config", str(config))
+        assert code == 0, err
+        assert out.startswith(f"trusted: {tmp_path / 'state' / 'pki' / 'trusted'}")
+        code, out, err = await _cli("read", "--config", str(config), "SeparatorSpeed")
+        assert code == 0, err
+        assert "SeparatorSpeed" in out and "GOOD" in out
+        assert "s3cret-pw" not in out + err
