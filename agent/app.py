@@ -25,16 +25,21 @@ from typing import TextIO
 
 from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
+from agent.core.blocks import Catalog, CatalogEntry
 from agent.core.latest import LatestValues
 from agent.errors import ConfigProblem
 from agent.logs import configure_logging, get_logger
 from agent.settings import OpcUaSource
+from agent.shell.block_builder import BlockBuilder
+from agent.shell.buffer import Buffer
 from agent.shell.supervisor import Supervisor
+from agent.shell.uploader import Uploader
 from drivers.base import Driver, Sample
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
 
 FORCED_EXIT = 1
+BUFFER_FILE = "buffer.db"
 
 log = get_logger(__name__)
 
@@ -108,38 +113,90 @@ def build_drivers(loaded: LoadedConfig, state_dir: Path, clock: Clock) -> list[D
 
 
 class App:
-    """The running agent: its supervisor and the components it supervises."""
+    """The running agent: drivers -> latest values + block builder -> buffer -> uploader."""
 
     def __init__(self, loaded: LoadedConfig, state_dir: Path) -> None:
         self.loaded = loaded
         self.state_dir = state_dir
         self.clock = SystemClock()
-        self.supervisor = Supervisor(self.clock)
         settings = loaded.settings
         self.latest = LatestValues({tag.name: tag.source for tag in settings.tags})
+        self.catalog = Catalog(
+            tuple(
+                CatalogEntry(tag.name, tag.unit, tag.source, tag.resolution)
+                for tag in settings.tags
+            )
+        )
         self.drivers = build_drivers(loaded, state_dir, self.clock)
+        # Two supervisors so that shutdown is ordered: sources first, then the pipeline.
+        self.sources = Supervisor(self.clock)
+        self.pipeline = Supervisor(self.clock)
         for driver in self.drivers:
-            self.supervisor.add(f"source:{driver.name}", functools.partial(driver.run, self.emit))
+            self.sources.add(f"source:{driver.name}", functools.partial(driver.run, self.emit))
+        self.buffer: Buffer | None = None
+        self.builder: BlockBuilder | None = None
+        self.uploader: Uploader | None = None
 
     def emit(self, batch: Sequence[Sample]) -> None:
         """Every driver's samples arrive here, on the event loop."""
         self.latest.update(batch)
+        if self.builder is not None:
+            self.builder.add(batch)
+
+    async def _open_pipeline(self) -> None:
+        s = self.loaded.settings
+        self.buffer = await Buffer.open(
+            self.state_dir / BUFFER_FILE,
+            agent_id=s.agent.id,
+            max_bytes=s.sync.max_buffer_bytes,
+            clock=self.clock,
+        )
+        self.builder = BlockBuilder(
+            self.buffer,
+            self.catalog,
+            flush_interval_s=s.sync.flush_interval_s,
+            max_block_samples=s.sync.max_block_samples,
+            clock=self.clock,
+        )
+        self.pipeline.add("buffer:blocks", self.builder.run)
+        if s.sync.enabled:
+            self.uploader = Uploader(
+                self.buffer,
+                s.sync,
+                agent_id=s.agent.id,
+                token=self.loaded.secrets.get("sync.token"),
+                clock=self.clock,
+                base_dir=self.loaded.path.parent,
+            )
+            self.pipeline.add("sync:upload", self.uploader.run)
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until cancelled; then stop the sources, flush the open block, close the buffer."""
         s = self.loaded.settings
-        log.info(
-            "agent_started",
-            agent_id=s.agent.id,
-            version=version("edge-agent"),
-            config=str(self.loaded.path),
-            state_dir=str(self.state_dir),
-            sources=len(s.sources),
-            tags=len(s.tags),
-            loops=len(s.loops),
-            pid=os.getpid(),
-        )
-        await self.supervisor.run()
+        await self._open_pipeline()
+        assert self.buffer is not None
+        log.info("agent_started", agent_id=s.agent.id, version=version("edge-agent"),
+                 config=str(self.loaded.path), state_dir=str(self.state_dir),
+                 sources=len(s.sources), tags=len(s.tags), loops=len(s.loops),
+                 epoch=self.buffer.epoch, sync=s.sync.url if s.sync.enabled else None,
+                 pid=os.getpid())  # fmt: skip
+        sources = asyncio.create_task(self.sources.run(), name="sources")
+        pipeline = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        try:
+            await asyncio.wait({sources, pipeline})  # wait() does not cancel them
+        finally:
+            for stage in (sources, pipeline):  # in this order: no sample is lost on the way
+                stage.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stage
+            await self.buffer.close()
+            budget = self.buffer.budget()
+            log.info(
+                "buffer_closed",
+                bytes_used=budget.bytes_used,
+                blocks_pending=budget.blocks_pending,
+                evictions=dict(budget.evictions),
+            )
 
 
 async def _serve(app: App) -> None:

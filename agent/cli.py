@@ -130,6 +130,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_arg(trust)
 
+    cloud = commands.add_parser("cloud", help="run the reference cloud receiver (sync API)")
+    cloud.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    cloud.add_argument("--port", type=int, default=8800, metavar="N")
+    cloud.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for the receiver's SQLite database",
+    )
+    cloud.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="require this bearer token from agents (default: no auth)",
+    )
+
     demo = commands.add_parser("demo", help="the simulated plant and the agent, together")
     demo.add_argument(
         "--duration",
@@ -241,6 +259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command in ("read", "browse", "opcua"):
             return _commission(args)
+        if args.command == "cloud":
+            from pydantic import SecretStr
+
+            from agent.demo.cloud import serve_cloud
+
+            configure_logging("info")
+            token = None
+            if args.token_file is not None:
+                token = SecretStr(args.token_file.read_text(encoding="utf-8").strip())
+            serve_cloud(host=args.host, port=args.port, data_dir=args.data, token=token)
+            return 0
         if args.command == "simulate":
             from agent.demo.certs import OpcUaSecurity
             from agent.demo.runner import run_simulator

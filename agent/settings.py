@@ -134,6 +134,9 @@ class Tag(Section):
     sampling_interval_s: Annotated[float, Field(ge=0)] | None = None
     deadband: Annotated[float, Field(ge=0)] = 0.0
     deadband_kind: Literal["absolute", "percent"] = "absolute"
+    resolution: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    """Store values rounded to this step (lossy by configuration, like a historian's
+    compression deviation; None: lossless). Keep it well below the sensor's noise."""
     writable: Flag = False
     write_min: float | None = None
     write_max: float | None = None

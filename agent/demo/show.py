@@ -26,6 +26,7 @@ from rich.table import Table
 
 from agent.app import App
 from agent.configfile import load_config
+from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.logs import configure_logging
 from drivers.base import Sample
@@ -54,12 +55,13 @@ def demo_config_text() -> str:
     raise FileNotFoundError("config/demo.toml is missing from this installation")
 
 
-def write_demo_config(folder: Path, opcua_url: str, modbus_port: int) -> Path:
+def write_demo_config(folder: Path, opcua_url: str, modbus_port: int, cloud_url: str) -> Path:
     """The demo config with the plant's real ports and a private state directory."""
     text = demo_config_text()
     text = re.sub(r'endpoint = "opc\.tcp://[^"]*"', f'endpoint = "{opcua_url}"', text)
     text = re.sub(r"\nport = 5020\n", f"\nport = {modbus_port}\n", text)
     text = re.sub(r'state_dir = "[^"]*"', 'state_dir = "state"', text)
+    text = re.sub(r'\nurl = "http://127\.0\.0\.1:8800"', f'\nurl = "{cloud_url}"', text)
     path = folder / "demo.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -78,7 +80,7 @@ def _fmt(sample: Sample | None) -> tuple[str, str, str]:
     return text, sample.quality.name.lower(), f"{time.time() - sample.source_time:.1f} s"
 
 
-def _view(app: App, plant: SimulatedPlant, elapsed: float) -> Group:
+def _view(app: App, plant: SimulatedPlant, cloud: CloudReceiver, elapsed: float) -> Group:
     units = {tag.name: tag.unit for tag in app.loaded.settings.tags}
     tables = []
     for title, names in (
@@ -93,14 +95,31 @@ def _view(app: App, plant: SimulatedPlant, elapsed: float) -> Group:
             table.add_row(name, text, units.get(name, ""), quality, age)
         tables.append(table)
     drivers = ", ".join(f"{d.name} {d.state}" for d in app.drivers)
+    sync = _sync_line(app, cloud)
     received = ", ".join(f"{k} {v:,}" for k, v in sorted(app.latest.received.items()))
     note = (
         f"[bold]t = {elapsed:5.1f} s[/] wall, mill simulated x{plant.time_scale:g} | "
-        f"sources: {drivers} | samples received: {received}\n"
+        f"sources: {drivers} | samples received: {received}\n{sync}\n"
         "The control loop is not running yet, so nobody writes the PLC heartbeat: the "
         "simulated PLC latches its watchdog and keeps the mill in local control."
     )
     return Group(*tables, note)
+
+
+def _sync_line(app: App, cloud: CloudReceiver) -> str:
+    """Buffer and sync state: the outage budget and what the receiver holds."""
+    if app.buffer is None:
+        return "buffer: opening"
+    budget = app.buffer.budget()
+    oldest = "-" if budget.oldest_unsent_age_s is None else f"{budget.oldest_unsent_age_s:.0f} s"
+    hours = "-" if budget.hours_left is None else f"{budget.hours_left:,.0f} h"
+    acked = app.uploader.stats().acks if app.uploader is not None else 0
+    held = cloud.store.counts(app.loaded.settings.agent.id).get("samples", 0)
+    return (
+        f"buffer: {budget.bytes_used / 1e6:.2f} MB, {budget.blocks_pending} blocks pending, "
+        f"oldest unsent {oldest}, {hours} left at this rate | sync: {acked} blocks "
+        f"acknowledged, the cloud holds {held:,} samples"
+    )
 
 
 def _line(app: App, elapsed: float) -> str:
@@ -112,7 +131,9 @@ def _line(app: App, elapsed: float) -> str:
     return " ".join(parts)
 
 
-async def _watch(app: App, plant: SimulatedPlant, duration_s: float | None, plain: bool) -> None:
+async def _watch(
+    app: App, plant: SimulatedPlant, cloud: CloudReceiver, duration_s: float | None, plain: bool
+) -> None:
     start = time.monotonic()
     live = contextlib.nullcontext() if plain else Live(console=Console(), auto_refresh=False)
     last_line = -math.inf
@@ -120,10 +141,10 @@ async def _watch(app: App, plant: SimulatedPlant, duration_s: float | None, plai
         while duration_s is None or time.monotonic() - start < duration_s:
             elapsed = time.monotonic() - start
             if screen is not None:
-                screen.update(_view(app, plant, elapsed), refresh=True)
+                screen.update(_view(app, plant, cloud, elapsed), refresh=True)
             elif elapsed - last_line >= 2.0:
                 last_line = elapsed
-                print(_line(app, elapsed), flush=True)
+                print(_line(app, elapsed), "|", _sync_line(app, cloud), flush=True)
             await asyncio.sleep(REFRESH_S)
     received = ", ".join(f"{k} {v}" for k, v in sorted(app.latest.received.items()))
     print(
@@ -143,15 +164,13 @@ async def _demo(
     plain: bool,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as folder:
-        async with SimulatedPlant(
-            seed=seed,
-            time_scale=time_scale,
-            lab_time_scale=1440.0,
-            opcua_port=opcua_port,
-            modbus_port=modbus_port,
-        ) as plant:
+        async with (
+            SimulatedPlant(seed=seed, time_scale=time_scale, lab_time_scale=1440.0,
+                           opcua_port=opcua_port, modbus_port=modbus_port) as plant,
+            CloudReceiver(Path(folder) / "cloud") as cloud,
+        ):  # fmt: skip
             loaded = load_config(
-                write_demo_config(Path(folder), plant.opcua_url, plant.modbus_port)
+                write_demo_config(Path(folder), plant.opcua_url, plant.modbus_port, cloud.url)
             )
             state_dir = loaded.resolve(loaded.settings.agent.state_dir)
             state_dir.mkdir(mode=0o750)
@@ -164,7 +183,7 @@ async def _demo(
             )
             agent = asyncio.create_task(app.run(), name="agent")
             try:
-                await _watch(app, plant, duration_s, plain)
+                await _watch(app, plant, cloud, duration_s, plain)
             finally:
                 agent.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
