@@ -3,10 +3,10 @@
 Owns: the only place where objects are constructed from `Settings` and wired together, the
 state directory and its lock, the signal handling and the ordered shutdown.
 Must not: contain domain decisions (they live in agent.core) or import the simulator.
-Invariants: all long-lived work runs under one `Supervisor` (one asyncio.TaskGroup); the
-first SIGTERM/SIGINT starts an ordered shutdown that ends with exit code 0 within
-`agent.shutdown_timeout_s`; a second signal exits at once with code 1; two agents never
-share one state directory.
+Invariants: all long-lived work runs under two supervisors (sources, then the pipeline), so
+that shutdown is ordered: the first SIGTERM/SIGINT stops the sources, commits the open block
+and closes the buffer, ending with exit code 0 within `agent.shutdown_timeout_s`; a second
+signal exits at once with code 1; two agents never share one state directory.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class StateDirError(Exception):
 @contextlib.contextmanager
 def state_dir_lock(loaded: LoadedConfig) -> Iterator[Path]:
     """Create the state directory (mode 0750) and hold its lock file for the process's life."""
-    state_dir = loaded.resolve(loaded.settings.agent.state_dir)
+    state_dir = loaded.settings.agent.state_dir
     file = str(loaded.path)
     try:
         state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)

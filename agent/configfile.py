@@ -36,10 +36,7 @@ class LoadedConfig:
     path: Path
     settings: Settings
     secrets: Mapping[str, SecretStr]  # "sources.<name>.password", "sync.token"
-
-    def resolve(self, path: Path) -> Path:
-        """A path from the file, relative paths taken from the file's own folder."""
-        return path if path.is_absolute() else (self.path.parent / path).resolve()
+    # Every path in `settings` is absolute: relative ones were taken from the file's folder.
 
 
 def _env_problems(settings_fields: Mapping[str, Any]) -> list[ConfigProblem]:

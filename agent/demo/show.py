@@ -172,7 +172,7 @@ async def _demo(
             loaded = load_config(
                 write_demo_config(Path(folder), plant.opcua_url, plant.modbus_port, cloud.url)
             )
-            state_dir = loaded.resolve(loaded.settings.agent.state_dir)
+            state_dir = loaded.settings.agent.state_dir
             state_dir.mkdir(mode=0o750)
             app = App(loaded, state_dir)
             print(

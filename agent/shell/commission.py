@@ -74,7 +74,7 @@ async def read_tags(loaded: LoadedConfig, names: Sequence[str]) -> tuple[list[Sa
             f"unknown tag(s) {', '.join(unknown)}: the tags of {loaded.path} are {', '.join(known)}"
         )
     wanted = [known[name] for name in names] if names else list(s.tags)
-    state_dir = loaded.resolve(s.agent.state_dir)
+    state_dir = s.agent.state_dir
     samples: list[Sample] = []
     errors: list[str] = []
     for source in s.sources:
@@ -171,14 +171,12 @@ def trust(file: Path, loaded: LoadedConfig, source_name: str | None) -> Path:
         raise CommissionError(
             f"no OPC UA source {source_name or ''} in {loaded.path}".replace("  ", " ")
         )
-    dirs = {None if src.trusted_dir is None else loaded.resolve(src.trusted_dir) for src in sources}
+    dirs = {src.trusted_dir for src in sources}
     if len(dirs) > 1:
         raise CommissionError(
             "the OPC UA sources use different trusted_dir settings: name one with --source NAME"
         )
     try:
-        return trust_certificate(
-            file, loaded.resolve(loaded.settings.agent.state_dir), trusted_dir=dirs.pop()
-        )
+        return trust_certificate(file, loaded.settings.agent.state_dir, trusted_dir=dirs.pop())
     except EdgeAgentError as exc:
         raise CommissionError(str(exc)) from None

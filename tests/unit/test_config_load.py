@@ -52,7 +52,7 @@ def test_secrets_are_read_from_file_and_credentials_dir(
     assert loaded.secrets["sources.plc.password"].get_secret_value() == "pw-456"
     assert loaded.secrets["sync.token"].get_secret_value() == "tok-123"
     assert "tok-123" not in repr(loaded) and "pw-456" not in repr(loaded)
-    assert loaded.resolve(loaded.settings.agent.state_dir) == (tmp_path / "state").resolve()
+    assert loaded.settings.agent.state_dir == (tmp_path / "state").resolve()
 
 
 def test_environment_overrides_the_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
