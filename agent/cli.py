@@ -98,6 +98,39 @@ def _commission(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from agent.errors import RejectedError
+    from agent.shell import model_keys
+
+    try:
+        if args.command == "keygen":
+            model_keys.generate_keypair(args.private_key, args.public_key)
+            print(
+                f"private key: {args.private_key} (mode 0600; keep it off the plant PC)\n"
+                f"public key:  {args.public_key} (deploy this one)"
+            )
+            return 0
+        if args.model_command == "sign":
+            print(f"signed: {model_keys.sign_package(args.directory, args.key)}")
+            return 0
+        report = model_keys.verify_package(args.directory, args.public_key)
+    except RejectedError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    print(f"model {report.name} {report.version} in {report.directory}")
+    print(f"signature: {report.signature}")
+    for item in report.inputs:
+        tag = f"tag {item.tag}" if item.tag else "derived"
+        print(
+            f"  input  {item.name} [{item.unit}] from {tag}, trained on {item.min:g}..{item.max:g}"
+        )
+    for out in report.outputs:
+        print(f"  output {out.name} [{out.unit}]")
+    for error in report.errors:
+        print(f"problem: {error}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def _positive(parser: argparse.ArgumentParser, name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         parser.error(f"{name} must be a positive number, found {value:g}")
@@ -114,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "run":
             return _run(args)
+        if args.command in ("keygen", "model"):
+            return _models(args)
         if args.command in ("read", "browse", "opcua"):
             return _commission(args)
         if args.command == "cloud":

@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="require this bearer token from agents (default: no auth)",
     )
 
+    _add_model_commands(commands)
+
     demo = commands.add_parser("demo", help="the simulated plant and the agent, together")
     demo.add_argument(
         "--duration",
@@ -155,3 +157,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain line output even on a terminal (default when not a TTY)",
     )
     return parser
+
+
+def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keygen = commands.add_parser("keygen", help="create an Ed25519 model-signing key pair")
+    keygen.add_argument(
+        "--private-key",
+        type=Path,
+        default=Path("model-signing.pem"),
+        metavar="FILE",
+        help="written with mode 0600 (default model-signing.pem)",
+    )
+    keygen.add_argument(
+        "--public-key",
+        type=Path,
+        default=Path("model-signing.pub.pem"),
+        metavar="FILE",
+        help="deploy this one (default model-signing.pub.pem)",
+    )
+
+    model = commands.add_parser("model", help="model packages: sign and verify")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    sign = model_commands.add_parser("sign", help="sign a package's manifest")
+    sign.add_argument("directory", type=Path, metavar="DIR", help="models/<name>/<version>")
+    sign.add_argument("--key", type=Path, required=True, metavar="FILE", help="private key PEM")
+    verify = model_commands.add_parser("verify", help="check a package and print what it is")
+    verify.add_argument("directory", type=Path, metavar="DIR", help="models/<name>/<version>")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="verify the signature with this public key PEM",
+    )

@@ -10,14 +10,17 @@ Must not: run at agent run time (training dependencies are the `train` dependenc
 Invariants: deterministic for a seed; the validation errors it prints are measured on the
 held-out period only.
 
-Usage: .venv/bin/python models/train_demo.py OUT_DIR [--days 90] [--seed 0]
-(`uv sync --group train` first). Writes OUT_DIR/model.onnx and OUT_DIR/training.json
-(features, ranges, validation RMSE); packaging and signing are `edge-agent model sign`.
+Retraining is one command (after `.tools/bin/uv sync --group train`):
+    .venv/bin/python models/train_demo.py models/vrm-quality/1.0.0 [--days 90] [--seed 0]
+It writes model.onnx, manifest.json (docs/model-package.md) and training.json; then
+`edge-agent model sign models/vrm-quality/1.0.0 --key KEY` signs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -49,6 +52,7 @@ OUTPUTS = (
     ("spec_energy", "kWh/t"),
 )
 HOUR_STEPS = 360  # 10 s steps
+VERSION = "1.0.0"
 Array = NDArray[np.float64]
 
 
@@ -168,7 +172,32 @@ def train(out_dir: Path, days: float, seed: int) -> dict[str, object]:
         "rmse_vs_truth": {n: float(v) for (n, _), v in zip(OUTPUTS, rmse_truth, strict=True)},
     }  # fmt: skip
     (out_dir / "training.json").write_text(json.dumps(report, indent=2))
+    _write_manifest(out_dir, report, days, onx)
     return report
+
+
+def _write_manifest(out_dir: Path, report: dict[str, object], days: float,
+                    onx: onnx.ModelProto) -> None:  # fmt: skip
+    """manifest.json of the model package format (docs/model-package.md); sign it next."""
+    start = dt.date(2026, 1, 1)  # the backfill's simulated start (agent.demo.mill)
+    rmse = report["rmse_vs_lab_labels"]
+    assert isinstance(rmse, dict)
+    manifest = {
+        "format_version": 1,
+        "name": "vrm-quality",
+        "version": VERSION,
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "training_period": {"start": start.isoformat(),
+                            "end": (start + dt.timedelta(days=days)).isoformat()},
+        "inputs": report["inputs"],
+        "outputs": report["outputs"],
+        "validation": {"split": "time-ordered", "rmse": rmse},
+        "model": {"file": "model.onnx",
+                  "sha256": hashlib.sha256((out_dir / "model.onnx").read_bytes()).hexdigest(),
+                  "opset": 17, "input_name": onx.graph.input[0].name,
+                  "output_name": onx.graph.output[0].name},
+    }  # fmt: skip
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def main() -> int:
