@@ -31,7 +31,7 @@ from agent.errors import ConfigProblem
 from agent.logs import configure_logging, get_logger
 from agent.settings import OpcUaSource
 from agent.shell.block_builder import BlockBuilder
-from agent.shell.buffer import Buffer
+from agent.shell.buffer import Buffer, StoreCorruptError, StoreUnavailableError
 from agent.shell.supervisor import Supervisor
 from agent.shell.uploader import Uploader
 from drivers.base import Driver, Sample
@@ -145,12 +145,19 @@ class App:
 
     async def _open_pipeline(self) -> None:
         s = self.loaded.settings
-        self.buffer = await Buffer.open(
-            self.state_dir / BUFFER_FILE,
-            agent_id=s.agent.id,
-            max_bytes=s.sync.max_buffer_bytes,
-            clock=self.clock,
-        )
+        path = self.state_dir / BUFFER_FILE
+        try:
+            self.buffer = await Buffer.open(
+                path,
+                agent_id=s.agent.id,
+                max_bytes=s.sync.max_buffer_bytes,
+                clock=self.clock,
+            )
+        except StoreUnavailableError as exc:
+            raise StateDirError(
+                ConfigProblem(str(self.loaded.path), "agent.state_dir",
+                              "a buffer file the agent can open and write", f"{path}: {exc}")
+            ) from None  # fmt: skip
         self.builder = BlockBuilder(
             self.buffer,
             self.catalog,
@@ -189,7 +196,12 @@ class App:
                 stage.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stage
-            await self.buffer.close()
+            try:
+                if self.builder is not None:
+                    await self.builder.flush()  # also when the builder was between restarts
+                await self.buffer.close()
+            except (StoreUnavailableError, StoreCorruptError) as exc:
+                log.error("buffer_close_failed", error=str(exc))
             budget = self.buffer.budget()
             log.info(
                 "buffer_closed",

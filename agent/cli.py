@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.cli_parser import build_parser
 from agent.configfile import LoadedConfig, load_config
-from agent.errors import ConfigError
+from agent.errors import ConfigError, EdgeAgentError
 from agent.logs import configure_logging
 
 EX_CONFIG = 78
@@ -60,6 +60,9 @@ def _run(args: argparse.Namespace) -> int:
     except StateDirError as exc:
         print(exc.problem.render(), file=sys.stderr)
         return EX_CONFIG
+    except EdgeAgentError as exc:  # an expected failure before or while starting
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
 
 
 def _commission(args: argparse.Namespace) -> int:

@@ -196,10 +196,23 @@ def load_config(path: Path) -> LoadedConfig:
         later += config_checks.check_sync(settings.sync, file)
         secrets, found = _secrets(settings, file)
         later += found
+        if settings.sync.enabled and not found:
+            later += _tls_problems(settings, path.parent, file)
     problems += [lines.locate(p) for p in later]
     if problems or settings is None:
         raise ConfigError(problems)
     return LoadedConfig(path, _absolute_paths(settings, path.parent), secrets)
+
+
+def _tls_problems(settings: Settings, base: Path, file: str) -> list[ConfigProblem]:
+    """Build the sync TLS context once now, so a bad CA bundle or key pair is a config error."""
+    from agent.shell.sync_http import tls_context
+
+    try:
+        tls_context(settings.sync, base)
+    except ConfigError as exc:
+        return [ConfigProblem(file, p.key, p.expected, p.found) for p in exc.problems]
+    return []
 
 
 def _absolute_paths(settings: Settings, base: Path) -> Settings:

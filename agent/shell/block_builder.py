@@ -91,7 +91,11 @@ class BlockBuilder:
         samples, self._open = self._open, []
         self._full.clear()
         for start in range(0, len(samples), self._max):
-            await self._put(samples[start : start + self._max])
+            try:
+                await self._put(samples[start : start + self._max])
+            except BaseException:  # not stored: keep them for the next flush, then re-raise
+                self._open[:0] = samples[start:]
+                raise
 
     # -- internals -----------------------------------------------------------------------
 

@@ -309,6 +309,7 @@ class Buffer:
         while self._failed:
             failed.append(self._failed.popleft())
         if failed:
+            self._catalog_id = None  # the catalog may be what failed: store it again
             raise failed[0]
 
     async def _backpressure(self) -> None:

@@ -162,9 +162,12 @@ class Uploader:
             concurrency=self._concurrency,
             transport=self._transport,
         )
-        async with client, asyncio.TaskGroup() as group:
-            while True:
-                await self._step(client, group)
+        try:
+            async with client, asyncio.TaskGroup() as group:
+                while True:
+                    await self._step(client, group)
+        finally:  # acknowledged blocks are deleted now, not re-sent after a restart
+            await self._flush_acks()
 
     def _url(self, seq: int) -> str:
         agent, epoch = quote(self._agent_id, safe=""), quote(self._buffer.epoch, safe="")

@@ -147,3 +147,34 @@ def test_shipped_configs_pass_check(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "OK: agent" in result.stdout
+
+
+def test_unusable_buffer_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(CONFIG)
+    (tmp_path / "state" / "buffer.db").mkdir(parents=True)  # not a file: SQLite cannot open it
+    result = subprocess.run(
+        [*AGENT, "run", "--config", str(path)], capture_output=True, check=False, text=True,
+        timeout=30, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 78
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"{path}: agent.state_dir: expected a buffer file the agent can open and write, "
+        f"found {tmp_path / 'state' / 'buffer.db'}: "
+    )
+
+
+def test_unreadable_sync_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    path = tmp_path / "agent.toml"
+    path.write_text(CONFIG + '\n[sync]\nurl = "https://cloud.example.com/"\nca_file = "ca.pem"\n')
+    result = subprocess.run(
+        [*AGENT, "check", "--config", str(path)], capture_output=True, check=False, text=True,
+        timeout=30, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 78, result.stdout
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith(
+        f"{path}:8: sync.ca_file: expected a readable PEM CA"
+    )
