@@ -91,8 +91,6 @@ def _raw_names(raw: object) -> list[str]:
 def _read_secret(
     key: str, path: Path | None, credential: str | None, file: str
 ) -> tuple[SecretStr | None, list[ConfigProblem]]:
-    if path is not None and not path.is_absolute():
-        path = Path(file).parent / path
     if credential is not None:
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
@@ -160,8 +158,6 @@ def _secrets(settings: Settings, file: str) -> tuple[dict[str, SecretStr], list[
             secrets[name] = value
     for key in ("ca_file", "client_cert_file", "client_key_file"):
         path = getattr(settings.sync, key)
-        if path is not None and not path.is_absolute():
-            path = Path(file).parent / path
         if settings.sync.enabled and path is not None and not path.is_file():
             problems.append(
                 ConfigProblem(file, f"sync.{key}", "an existing file", f"{path} does not exist")
@@ -193,6 +189,7 @@ def load_config(path: Path) -> LoadedConfig:
     later = _cross_checks(data, file)
     secrets: dict[str, SecretStr] = {}
     if settings is not None:
+        settings = _absolute_paths(settings, path.parent)  # once: every check below sees them
         later += config_checks.check_sync(settings.sync, file)
         secrets, found = _secrets(settings, file)
         later += found
@@ -201,7 +198,7 @@ def load_config(path: Path) -> LoadedConfig:
     problems += [lines.locate(p) for p in later]
     if problems or settings is None:
         raise ConfigError(problems)
-    return LoadedConfig(path, _absolute_paths(settings, path.parent), secrets)
+    return LoadedConfig(path, settings, secrets)
 
 
 def _tls_problems(settings: Settings, base: Path, file: str) -> list[ConfigProblem]:
