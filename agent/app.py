@@ -26,7 +26,9 @@ from typing import TextIO
 from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
 from agent.core.blocks import Catalog, CatalogEntry
+from agent.core.health import Health
 from agent.core.latest import LatestValues
+from agent.core.loop_stats import LoopStats
 from agent.errors import ConfigProblem
 from agent.logs import configure_logging, get_logger
 from agent.settings import OpcUaSource
@@ -119,7 +121,10 @@ class App:
         self.loaded = loaded
         self.state_dir = state_dir
         self.clock = SystemClock()
+        self.started = self.clock.now()
         settings = loaded.settings
+        self.health = Health()
+        self.loop_stats: list[LoopStats] = []  # one per [[loops]] entry, filled by the loops
         self.latest = LatestValues({tag.name: tag.source for tag in settings.tags})
         self.catalog = Catalog(
             tuple(
