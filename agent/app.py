@@ -32,11 +32,15 @@ from agent.core.loop_stats import LoopStats
 from agent.errors import ConfigProblem
 from agent.logs import configure_logging, get_logger
 from agent.settings import OpcUaSource
+from agent.shell.api import serve_api
 from agent.shell.block_builder import BlockBuilder
 from agent.shell.buffer import Buffer, StoreCorruptError, StoreUnavailableError
+from agent.shell.control_setup import Control, KeyFileError, open_control
+from agent.shell.sdnotify import Notifier, keep_alive, status_line
+from agent.shell.status import config_digest
 from agent.shell.supervisor import Supervisor
 from agent.shell.uploader import Uploader
-from drivers.base import Driver, Sample
+from drivers.base import Driver, DriverState, Sample
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
 
@@ -117,13 +121,15 @@ def build_drivers(loaded: LoadedConfig, state_dir: Path, clock: Clock) -> list[D
 class App:
     """The running agent: drivers -> latest values + block builder -> buffer -> uploader."""
 
-    def __init__(self, loaded: LoadedConfig, state_dir: Path) -> None:
+    def __init__(self, loaded: LoadedConfig, state_dir: Path, clock: Clock | None = None) -> None:
         self.loaded = loaded
         self.state_dir = state_dir
-        self.clock = SystemClock()
+        self.clock = clock if clock is not None else SystemClock()
         self.started = self.clock.now()
+        self.config_sha256 = config_digest(loaded.path)  # the file this process runs
         settings = loaded.settings
         self.health = Health()
+        self.notifier = Notifier()  # systemd's NOTIFY_SOCKET; a no-op without one
         self.loop_stats: list[LoopStats] = []  # one per [[loops]] entry, filled by the loops
         self.latest = LatestValues({tag.name: tag.source for tag in settings.tags})
         self.catalog = Catalog(
@@ -141,10 +147,19 @@ class App:
         self.buffer: Buffer | None = None
         self.builder: BlockBuilder | None = None
         self.uploader: Uploader | None = None
+        # Control stops first at shutdown: no write and no heartbeat after the signal.
+        self.controller = Supervisor(self.clock)
+        self.control: Control | None = None
+
+    @property
+    def active_models(self) -> dict[str, str | None]:
+        return self.control.models.active if self.control is not None else {}
 
     def emit(self, batch: Sequence[Sample]) -> None:
         """Every driver's samples arrive here, on the event loop."""
         self.latest.update(batch)
+        if self.control is not None:
+            self.control.observe(batch)
         if self.builder is not None:
             self.builder.add(batch)
 
@@ -169,6 +184,7 @@ class App:
             flush_interval_s=s.sync.flush_interval_s,
             max_block_samples=s.sync.max_block_samples,
             clock=self.clock,
+            on_progress=functools.partial(self._beat, "buffer:blocks"),
         )
         self.pipeline.add("buffer:blocks", self.builder.run)
         if s.sync.enabled:
@@ -179,25 +195,75 @@ class App:
                 token=self.loaded.secrets.get("sync.token"),
                 clock=self.clock,
                 base_dir=self.loaded.path.parent,
+                on_progress=functools.partial(self._beat, "sync:upload"),
             )
             self.pipeline.add("sync:upload", self.uploader.run)
+        if s.api.enabled:
+            serve = functools.partial(serve_api, self, s.api)
+            self.pipeline.add("api:http", serve, critical=False)  # the agent runs on without it
+        try:
+            self.control = await open_control(
+                self.loaded, self.state_dir, latest=self.latest, drivers=self.drivers,
+                health=self.health, clock=self.clock, events=self.buffer.put_events,
+            )  # fmt: skip
+        except KeyFileError as exc:
+            await self.buffer.close()
+            raise StateDirError(exc.problem) from None
+        self.loop_stats.extend(loop.stats for loop in self.control.loops)
+        for name, task in self.control.tasks():
+            self.controller.add(name, task)
+
+    def _beat(self, name: str) -> None:
+        self.health.beat(name, self.clock.monotonic())
+
+    def _announce_ready(self) -> None:
+        """Buffer open, sources configured: watch the critical loops, set ready, send READY=1.
+
+        A loop must beat within max(30 s, 10 x its interval); while one does not, WATCHDOG=1
+        is withheld and systemd (WatchdogSec=) restarts the agent.
+        """
+        now, s = self.clock.monotonic(), self.loaded.settings
+        silence = max(30.0, 10 * s.sync.flush_interval_s)
+        self.health.watch("buffer:blocks", now=now, max_silence_s=silence)
+        if self.uploader is not None:
+            silence = max(30.0, 10 * Uploader.MAX_PAUSE_S)
+            self.health.watch("sync:upload", now=now, max_silence_s=silence)
+        status = self._status_line()
+        self.health.set_ready(True, status)
+        self.notifier.ready(status)
+        if self.notifier.enabled:
+            self.pipeline.add("systemd:notify", self._notify)
+
+    async def _notify(self) -> None:
+        await keep_alive(self.notifier, self.health, self.clock, self._status_line)
+
+    def _status_line(self) -> str:
+        """One line for `systemctl status`: sources, buffer, backlog and any stalled loop."""
+        assert self.buffer is not None
+        up = sum(driver.state is DriverState.CONNECTED for driver in self.drivers)
+        stalled = self.health.stalled(self.clock.monotonic())
+        return status_line(up, len(self.drivers), self.buffer.budget(), stalled)
 
     async def run(self) -> None:
         """Run until cancelled; then stop the sources, flush the open block, close the buffer."""
         s = self.loaded.settings
         await self._open_pipeline()
         assert self.buffer is not None
+        self._announce_ready()
         log.info("agent_started", agent_id=s.agent.id, version=version("edge-agent"),
                  config=str(self.loaded.path), state_dir=str(self.state_dir),
                  sources=len(s.sources), tags=len(s.tags), loops=len(s.loops),
                  epoch=self.buffer.epoch, sync=s.sync.url if s.sync.enabled else None,
+                 api=f"http://{s.api.host}:{s.api.port}" if s.api.enabled else None,
                  pid=os.getpid())  # fmt: skip
+        control = asyncio.create_task(self.controller.run(), name="control")
         sources = asyncio.create_task(self.sources.run(), name="sources")
         pipeline = asyncio.create_task(self.pipeline.run(), name="pipeline")
         try:
-            await asyncio.wait({sources, pipeline})  # wait() does not cancel them
+            await asyncio.wait({control, sources, pipeline})  # wait() does not cancel them
         finally:
-            for stage in (sources, pipeline):  # in this order: no sample is lost on the way
+            # In this order: no write after the signal, and no sample is lost on the way.
+            for stage in (control, sources, pipeline):
                 stage.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stage
@@ -205,6 +271,8 @@ class App:
                 if self.builder is not None:
                     await self.builder.flush()  # also when the builder was between restarts
                 await self.buffer.close()
+                if self.control is not None:
+                    self.control.audit.close()
             except (StoreUnavailableError, StoreCorruptError) as exc:
                 log.error("buffer_close_failed", error=str(exc))
             budget = self.buffer.budget()
@@ -235,6 +303,7 @@ async def _serve(app: App) -> None:
             force(f"second {name}")
         stopping = True
         log.info("shutdown_requested", signal=name, timeout_s=timeout)
+        app.notifier.stopping(f"stopping: {name}, draining (up to {timeout:g} s)")
         runner.cancel()
         loop.call_later(timeout, force, f"shutdown took longer than {timeout:g} s")
 

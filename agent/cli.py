@@ -65,6 +65,19 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _status(args: argparse.Namespace) -> int:
+    from agent import status_view
+
+    try:
+        return status_view.run_status(args.url or status_view.url_from_config(args.config))
+    except status_view.StatusConfigError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except status_view.StatusUnavailableError as exc:  # nobody answering: not a config error
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+
+
 def _commission(args: argparse.Namespace) -> int:
     from agent.shell import commission
 
@@ -150,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "status":
+            return _status(args)
         if args.command in ("keygen", "model"):
             return _models(args)
         if args.command in ("read", "browse", "opcua"):
@@ -165,7 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 token = SecretStr(args.token_file.read_text(encoding="utf-8").strip())
             signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
             with contextlib.suppress(KeyboardInterrupt):  # a requested stop is a clean exit
-                serve_cloud(host=args.host, port=args.port, data_dir=args.data, token=token)
+                serve_cloud(
+                    host=args.host,
+                    port=args.port,
+                    data_dir=args.data,
+                    token=token,
+                    models_dir=args.models,
+                )
             return 0
         if args.command == "simulate":
             from agent.demo.certs import OpcUaSecurity

@@ -38,6 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the agent (the systemd service runs this)")
     _config_arg(run)
 
+    status = commands.add_parser("status", help="print a running agent's status (local API)")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"ask the agent at this file's [api] address (default {DEFAULT_CONFIG})",
+    )
+    where.add_argument(
+        "--url", default=None, metavar="URL", help="ask the agent at URL (http://127.0.0.1:8787)"
+    )
+
     sim = commands.add_parser("simulate", help="serve the simulated cement mill (OPC UA, Modbus)")
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sim.add_argument("--opcua-port", type=int, default=4840, metavar="N")
@@ -135,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="require this bearer token from agents (default: no auth)",
+    )
+    cloud.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="offer the model packages in DIR/<name>/<version>/ to agents (remote support)",
     )
 
     _add_model_commands(commands)

@@ -78,8 +78,19 @@ def _cross_checks(data: Mapping[str, Any], file: str) -> list[ConfigProblem]:
         + config_checks.check_tags(
             tags, [s for _, s in sources], file, _raw_names(data.get("sources"))
         )
-        + config_checks.check_loops(loops, [t for _, t in tags], file, _raw_names(data.get("tags")))
+        + config_checks.check_loops(
+            loops,
+            [t for _, t in tags],
+            file,
+            _raw_names(data.get("tags")),
+            public_key=_has_key(data),
+        )
     )
+
+
+def _has_key(data: Mapping[str, Any]) -> bool:
+    agent = data.get("agent")
+    return isinstance(agent, dict) and agent.get("model_public_key_file") is not None
 
 
 def _raw_names(raw: object) -> list[str]:
@@ -231,7 +242,7 @@ def _absolute_paths(settings: Settings, base: Path) -> Settings:
     ]
     return settings.model_copy(
         update={
-            "agent": fix(settings.agent, "state_dir"),
+            "agent": fix(settings.agent, "state_dir", "models_dir", "model_public_key_file"),
             "sources": sources,
             "sync": fix(
                 settings.sync, "token_file", "ca_file", "client_cert_file", "client_key_file"

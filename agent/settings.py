@@ -47,6 +47,9 @@ class AgentSection(Section):
     state_dir: Path = Path("/var/lib/edge-agent")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: PositiveSeconds = 10.0
+    models_dir: Path | None = None  # default <state_dir>/models
+    model_public_key_file: Path | None = None
+    audit_retention_days: Annotated[int, Field(ge=1)] = 400
 
 
 class OpcUaSource(Section):
@@ -156,6 +159,39 @@ class LoopInput(Section):
     critical: Flag = True
     uncertain_max_age_s: Annotated[float, Field(ge=0)] = 0.0
     frozen_after_samples: Annotated[int, Field(ge=0)] = 0
+    window_s: PositiveSeconds | None = None
+
+
+class GridAxis(Section):
+    """One axis of the candidate grid: the feature's current value +- span in steps."""
+
+    feature: Name
+    setpoint_tag: str | None = None
+    span: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    step: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    move_penalty: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _few_points(self) -> GridAxis:
+        if self.span / self.step > 500:
+            raise ValueError(
+                f"at most 500 steps each side; found span {self.span:g} / step {self.step:g}"
+            )
+        return self
+
+
+class Objective(Section):
+    """Constraints and objective of the cement grid search (plant-model 2.3)."""
+
+    s28_target_mpa: float = 47.5
+    risk_z: Annotated[float, Field(ge=0)] = 1.0
+    blaine_min_cm2g: float = 3500.0
+    blaine_max_cm2g: float = 4400.0
+    residue45_max_pct: float = 8.0
+    mill_power_limit_kw: Annotated[float, Field(gt=0)] = 3800.0
+    capacity_margin: Annotated[float, Field(ge=1.0)] = 1.03
+    clinker_co2_kg_per_t: Annotated[float, Field(ge=0)] = 830.0
+    electricity_co2_kg_per_kwh: Annotated[float, Field(ge=0)] = 0.4
 
 
 class Loop(Section):
@@ -163,12 +199,26 @@ class Loop(Section):
     mode: Literal["off", "shadow", "advisory", "closed_loop"] = "off"
     model: str
     model_version: str | None = None
+    strategy: Literal["grid", "direct"] = "grid"
+    lever: Name | None = None
+    output: Name | None = None
     target_tag: str
     readback_tag: str | None = None
     enable_tag: str | None = None
+    enable_max_age_s: PositiveSeconds | None = None
     heartbeat_tag: str | None = None
     heartbeat_echo_tag: str | None = None
+    heartbeat_max_age_s: PositiveSeconds = 5.0
+    heartbeat_echo_lag_max: Annotated[int, Field(ge=1, le=1000)] = 5
+    advice_value_tag: str | None = None
+    advice_id_tag: str | None = None
+    advice_effect_tag: str | None = None
+    ack_tag: str | None = None
+    advice_expiry_s: PositiveSeconds = 900.0
     cadence_s: PositiveSeconds = 60.0
+    feature_window_s: PositiveSeconds = 60.0
+    grid: list[GridAxis] = []
+    objective: Objective = Objective()
     envelope_min: float
     envelope_max: float
     max_step: Annotated[float, Field(gt=0)]
@@ -187,6 +237,15 @@ class Loop(Section):
                 "envelope_min below envelope_max; found "
                 f"envelope_min {self.envelope_min:g} and envelope_max {self.envelope_max:g}"
             )
+        if self.strategy == "grid" and (self.lever is None or not self.grid):
+            raise ValueError(
+                "lever and at least one [[loops.grid]] axis for strategy 'grid'; found "
+                f"lever {self.lever!r} and {len(self.grid)} axes"
+            )
+        if self.strategy == "grid" and self.lever not in {axis.feature for axis in self.grid}:
+            raise ValueError(f"a [[loops.grid]] axis for the lever; found none for {self.lever!r}")
+        if self.strategy == "direct" and self.output is None:
+            raise ValueError("output (the model output to follow) for strategy 'direct'")
         return self
 
 
@@ -203,6 +262,9 @@ class SyncSection(Section):
     max_block_samples: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
     bandwidth_limit_bytes_per_s: Annotated[int, Field(ge=0)] = 0
     timeout_s: PositiveSeconds = 30.0
+    remote_support: Flag = True
+    """Status reports, allowlisted diagnostics and signed model delivery through the sync."""
+    status_interval_s: Annotated[float, Field(ge=5)] = 60.0
 
 
 class ApiSection(Section):

@@ -97,6 +97,9 @@ class ModbusDriver:
         self._memory = StatusMemory()
         self._counters = DriverCounters()
         self._on_time: int | None = None  # on-time scans since the last overrun
+        self.samples_emitted = 0  # samples handed to `emit` (metrics)
+        self.reconnects = 0  # successful connections after the first one (metrics)
+        self._connected_before = False
 
     # -- the Driver protocol ---------------------------------------------------------------
 
@@ -121,6 +124,8 @@ class ModbusDriver:
         try:
             await link.connect()
             self._link, self._state = link, DriverState.CONNECTED
+            self.reconnects += self._connected_before
+            self._connected_before = True
             _log.info(
                 "modbus_connected",
                 source=self.name,
@@ -232,4 +237,5 @@ class ModbusDriver:
     def _emit(self, emit: SampleSink, samples: list[Sample]) -> None:
         fresh = [s for s in samples if self._memory.worth_emitting(s.tag, s.status)]
         if fresh:
+            self.samples_emitted += len(fresh)
             emit(fresh)

@@ -286,10 +286,13 @@ def check_loops(
     tags: Sequence[Tag],
     file: str,
     tag_names: Sequence[str] = (),
+    *,
+    public_key: bool = True,
 ) -> list[ConfigProblem]:
     """Loops refer to existing tags, write only writable ones, stay inside the write limits.
 
-    `tag_names` names every tag in the file, also those that failed validation.
+    `tag_names` names every tag in the file, also those that failed validation;
+    `public_key` says whether [agent] model_public_key_file is set (closed loop needs it).
     """
     problems = _names(((i, lp.name) for i, lp in loops), "loops", file)
     by_name = _first_by_name(tags)
@@ -326,6 +329,16 @@ def check_loops(
             return False
 
         closed = loop.mode == "closed_loop"
+        writes = loop.mode in ("advisory", "closed_loop")
+        if closed and not public_key:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{key}.mode",
+                    "[agent] model_public_key_file set: closed_loop runs only signed models",
+                    "no public key",
+                )
+            )
         if not missing("target_tag", loop.target_tag):
             target = by_name[loop.target_tag]
             if not target.writable:
@@ -355,16 +368,32 @@ def check_loops(
                     )
                 )
         for field in ("readback_tag", "enable_tag", "heartbeat_echo_tag"):
-            missing(field, getattr(loop, field), need=closed)
-        if not missing("heartbeat_tag", loop.heartbeat_tag, need=closed):
-            assert loop.heartbeat_tag is not None
-            if not by_name[loop.heartbeat_tag].writable:
+            missing(field, getattr(loop, field), need=writes)
+        missing("ack_tag", loop.ack_tag, need=loop.mode == "advisory")
+        for field in ("heartbeat_tag", "advice_value_tag", "advice_id_tag", "advice_effect_tag"):
+            need = (field == "heartbeat_tag" and writes) or (
+                loop.mode == "advisory" and field != "advice_effect_tag"
+            )
+            name = getattr(loop, field)
+            if not missing(field, name, need=need) and not by_name[name].writable:
                 problems.append(
                     ConfigProblem(
                         file,
-                        f"{key}.heartbeat_tag",
+                        f"{key}.{field}",
                         "a tag with writable = true",
-                        f"'{loop.heartbeat_tag}', which is not writable",
+                        f"'{name}', which is not writable",
+                    )
+                )
+        features = {item.feature for item in loop.inputs}
+        for j, axis in enumerate(loop.grid):
+            missing("setpoint_tag", axis.setpoint_tag, k=f"{key}.grid[{j}]")
+            if axis.feature not in features:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{key}.grid[{j}].feature",
+                        "a feature of this loop's [[loops.inputs]]",
+                        repr(axis.feature),
                     )
                 )
         seen: set[str] = set()

@@ -132,15 +132,19 @@ def check_handshake(
     max_age_s: float,
     echo_lag_max: int,
     counter_modulus: int | None = None,
+    remote_max_age_s: float | None = None,
 ) -> Verdict:
     """Gate 1: the PLC grants remote mode and echoes the agent's heartbeat closely enough.
 
     `heartbeat_sent` is the last counter the agent wrote; the echo may lag it by up to
     `echo_lag_max` counts. With `counter_modulus` (e.g. 65536 for a UINT16 counter) the lag
-    is taken modulo it, so a wrapped counter still counts as following.
+    is taken modulo it, so a wrapped counter still counts as following. `remote_max_age_s`
+    (default: `max_age_s`) is the age allowed to RemoteActive, which a subscription only
+    publishes on change (a lost connection marks it Bad, so its age proves nothing more).
     """
     gate = "handshake"
-    problem = _fresh_good("RemoteActive", remote_active, now, max_age_s)
+    remote_age = max_age_s if remote_max_age_s is None else remote_max_age_s
+    problem = _fresh_good("RemoteActive", remote_active, now, remote_age)
     if problem is not None:
         return Verdict(gate, False, problem)
     assert remote_active is not None

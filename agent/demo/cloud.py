@@ -88,8 +88,10 @@ class CloudReceiver:
         ssl_certfile: Path | None = None,
         ssl_keyfile: Path | None = None,
         ssl_ca_certs: Path | None = None,
+        models_dir: Path | None = None,
     ) -> None:
         self.data_dir, self.host, self.port, self.token = data_dir, host, port, token
+        self.models_dir = models_dir  # model packages offered to agents (remote support)
         self._tls: dict[str, Any] = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
         if ssl_ca_certs is not None:
             self._tls |= {"ssl_ca_certs": str(ssl_ca_certs), "ssl_cert_reqs": ssl.CERT_REQUIRED}
@@ -115,7 +117,9 @@ class CloudReceiver:
         self._store = await asyncio.to_thread(CloudStore, self.data_dir / DB_NAME)
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        app = create_app(self._store, token=self.token, faults=self.faults)
+        app = create_app(
+            self._store, token=self.token, faults=self.faults, models_dir=self.models_dir
+        )
         self._server = _HostedServer(_config(app, **self._tls))
         logging.getLogger("uvicorn.error").addFilter(self._drops)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="cloud")
@@ -146,12 +150,19 @@ class CloudReceiver:
         self._server = self._task = self._store = None
 
 
-def serve_cloud(*, host: str, port: int, data_dir: Path, token: SecretStr | None = None) -> None:
+def serve_cloud(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    token: SecretStr | None = None,
+    models_dir: Path | None = None,
+) -> None:
     """Run the receiver until SIGINT/SIGTERM (blocking; ``edge-agent cloud``)."""
     store = CloudStore(data_dir / DB_NAME)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
-    app = create_app(store, token=token, faults=FaultScript())
+    app = create_app(store, token=token, faults=FaultScript(), models_dir=models_dir)
     _log.info("cloud_receiver_started", host=host, port=bound, data_dir=str(data_dir))
     try:
         uvicorn.Server(_config(app)).run(sockets=[sock])
@@ -167,13 +178,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8800)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--token-file", type=Path)
+    parser.add_argument("--models", type=Path)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     token = None
     if args.token_file is not None:
         token = SecretStr(args.token_file.read_text(encoding="utf-8").strip())
-    serve_cloud(host=args.host, port=args.port, data_dir=args.data, token=token)
+    serve_cloud(
+        host=args.host, port=args.port, data_dir=args.data, token=token, models_dir=args.models
+    )
 
 
 if __name__ == "__main__":

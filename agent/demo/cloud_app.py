@@ -20,6 +20,7 @@ import contextlib
 import hmac
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -33,6 +34,7 @@ from agent.core import blocks
 from agent.core.sync_policy import BLOCK_MEDIA_TYPE
 from agent.demo.cloud_faults import FaultMiddleware, FaultScript
 from agent.demo.cloud_store import CloudStore
+from agent.demo.cloud_support import add_support_routes
 from agent.errors import RejectedError
 
 __all__ = ["IDLE_S", "MAX_BLOCK_BYTES", "BlockAck", "Rejection", "create_app"]
@@ -87,8 +89,15 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(store: CloudStore, *, token: SecretStr | None, faults: FaultScript) -> FastAPI:
-    """The receiver as an ASGI app over ``store``; ``token`` None turns auth off."""
+def create_app(
+    store: CloudStore,
+    *,
+    token: SecretStr | None,
+    faults: FaultScript,
+    models_dir: Path | None = None,
+) -> FastAPI:
+    """The receiver as an ASGI app over ``store``; ``token`` None turns auth off; remote
+    support (``support.db`` next to the store, model packages from ``models_dir``) included."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -123,6 +132,7 @@ def create_app(store: CloudStore, *, token: SecretStr | None, faults: FaultScrip
             raise _Refused(401, "unauthorized", detail, **{"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(authorised)]
+    add_support_routes(app, store.path.parent / "support.db", auth=auth, models_dir=models_dir)
 
     @app.post(
         "/v1/agents/{agent_id}/blocks/{epoch}/{seq}",

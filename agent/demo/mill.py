@@ -65,7 +65,7 @@ class Mill:
     def __init__(
         self, seed: int = 0, *, start_time: float = 1_767_225_600.0, lab_time_scale: float = 1.0,
         wd_timeout_s: float = 15.0, has_online_psd: bool = True, dt: float = 0.1,
-        noise: bool = True,
+        noise: bool = True, lab_noise: bool | None = None,
     ) -> None:  # fmt: skip
         self._rng = np.random.default_rng(seed)
         self._zbuf: list[float] = []
@@ -78,7 +78,8 @@ class Mill:
         self._psd = has_online_psd
         self._proc = Process(self._dt)
         self._plc = Plc(self._start, self._dt, wd_timeout_s)
-        self._lab = Lab(self._start, lab_time_scale, self._z if noise else lambda: 0.0)
+        perfect_lab = not (noise if lab_noise is None else lab_noise)
+        self._lab = Lab(self._start, lab_time_scale, (lambda: 0.0) if perfect_lab else self._z)
         self._faults = FaultSet()
         self._skew = 0.0
         self._down_until: float | None = None

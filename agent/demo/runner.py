@@ -68,6 +68,8 @@ class SimulatedPlant:
         wd_timeout_s: float = 15.0,
         has_online_psd: bool = True,
         strict_writes: bool = True,
+        noise: bool = True,
+        lab_noise: bool | None = None,
     ) -> None:
         if not time_scale > 0.0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
@@ -78,6 +80,8 @@ class SimulatedPlant:
             wd_timeout_s=wd_timeout_s,
             has_online_psd=has_online_psd,
             dt=TICK_S,
+            noise=noise,
+            lab_noise=lab_noise,
         )
         self.opcua = MillOpcUaServer(
             self.mill,

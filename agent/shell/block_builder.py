@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.clock import Clock
 from agent.core.blocks import Catalog, sample_problem
@@ -46,6 +46,7 @@ class BlockBuilder:
         flush_interval_s: float,
         max_block_samples: int,
         clock: Clock,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         if not flush_interval_s > 0 or max_block_samples < 1:
             raise ValueError("flush_interval_s must be > 0 and max_block_samples >= 1")
@@ -55,6 +56,7 @@ class BlockBuilder:
         self._known = frozenset(entry.name for entry in catalog.entries)
         self._open: list[Sample] = []
         self._full = asyncio.Event()
+        self._on_progress = on_progress  # called after every flush of run(): the watchdog's beat
         self.unknown_tags: dict[str, int] = {}
         self.dropped_unknown = 0
         self.dropped_invalid = 0
@@ -82,6 +84,8 @@ class BlockBuilder:
                 if now >= deadline:
                     deadline += self._interval * (math.floor((now - deadline) / self._interval) + 1)
                 await self.flush()
+                if self._on_progress is not None:
+                    self._on_progress()
         except asyncio.CancelledError:
             await self.flush()
             raise

@@ -17,6 +17,9 @@ Invariants:
   single probe while failing; no request starts before the backoff gate opens.
 - Network errors, timeouts and refusals never escape ``run()``; cancellation does, at once
   (in-flight requests are cancelled with it); buffer errors propagate to the supervisor.
+- The send loop goes round at least every ``MAX_PAUSE_S`` (a longer wait, a backoff or a
+  Retry-After, is taken in steps) and calls ``on_progress`` each time round, also while the
+  cloud is down: an outage is not a stall, only a loop that stops going round is.
 - Logs: the first failure of a streak (or one of another kind) WARNING, repeats DEBUG,
   recovery INFO; a draining backlog logs progress (remaining blocks, ETA) periodically.
 """
@@ -62,6 +65,7 @@ class UploaderStats:
     in_flight: int = 0
     consecutive_failures: int = 0
     last_latency_s: float | None = None
+    latency_sum_s: float = 0.0  # of every acked request (count: acks)
     last_error: str | None = None
 
 
@@ -74,6 +78,7 @@ class SyncProgress:
     draining: bool
     blocks_per_s: float | None
     eta_s: float | None
+    drained_blocks: int = 0  # acked since the current drain started (0 when not draining)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class _Result:
 class Uploader:
     """Sends the buffer's blocks to ``{sync.url}/v1/agents/{agent_id}/blocks/{epoch}/{seq}``."""
 
+    MAX_PAUSE_S = 5.0  # the send loop goes round at least this often, also behind a long backoff
+
     def __init__(
         self,
         buffer: Buffer,
@@ -106,6 +113,7 @@ class Uploader:
         concurrency: int = 4,
         ack_batch: int = 64,
         progress_every_s: float = 30.0,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         if sync.url is None:
             raise ConfigError([ConfigProblem("sync", "sync.url", "the receiver's URL", "none")])
@@ -118,6 +126,7 @@ class Uploader:
         self._concurrency = max(1, concurrency)
         self._ack_batch = ack_batch
         self._progress_every_s = progress_every_s
+        self._on_progress = on_progress  # called once per send-loop step: the watchdog's beat
         self._window_s = policy.live_window_s(sync.flush_interval_s)
         self._poll_s = min(max(sync.flush_interval_s / 4, 0.05), 1.0)
         self._refill = max(16, 8 * self._concurrency)
@@ -150,7 +159,10 @@ class Uploader:
         remaining = max(0, budget.blocks_pending - len(self._to_ack))
         rate = self._drain.blocks_per_s(self._clock.monotonic())
         eta = policy.eta_s(remaining, rate)
-        return SyncProgress(remaining, budget.samples_pending, self._drain.active, rate, eta)
+        drained = self._drain.acked if self._drain.active else 0
+        return SyncProgress(
+            remaining, budget.samples_pending, self._drain.active, rate, eta, drained
+        )
 
     async def run(self) -> None:
         """Upload forever; returns only by cancellation (or a buffer error)."""
@@ -176,6 +188,8 @@ class Uploader:
     # -- the send loop -----------------------------------------------------------------------
 
     async def _step(self, client: httpx.AsyncClient, group: asyncio.TaskGroup) -> None:
+        if self._on_progress is not None:
+            self._on_progress()
         self._wake.clear()
         await self._absorb()
         now = self._clock.monotonic()
@@ -219,10 +233,10 @@ class Uploader:
         return block
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep on the Clock until ``seconds`` pass or a request finishes."""
+        """Sleep on the Clock until ``seconds`` (at most MAX_PAUSE_S) pass or a request finishes."""
         if self._wake.is_set():
             return
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        sleeper = asyncio.ensure_future(self._clock.sleep(min(seconds, self.MAX_PAUSE_S)))
         waiter = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
@@ -272,6 +286,7 @@ class Uploader:
         stats.acks += 1
         stats.duplicates += result.duplicate
         stats.last_latency_s = result.latency_s
+        stats.latency_sum_s += result.latency_s
         self._to_ack.append(result.block.seq)
         self._done.add(result.block.seq)
         self._drain = self._drain.acked_one()

@@ -49,6 +49,8 @@ type = "float32"
 [[loops]]
 name = "separator"
 model = "vrm-quality"
+strategy = "direct"
+output = "separator_speed"
 target_tag = "SpeedSetpoint"
 envelope_min = 880.0
 envelope_max = 1050.0
@@ -75,20 +77,20 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         "typo_key",
         sub('state_dir = "state"', 'stat_dir = "state"'),
         [
-            "{f}:3: agent.stat_dir: expected did you mean 'state_dir'? one of the known keys: id, log_level, shutdown_timeout_s, state_dir, found unknown key 'stat_dir'"
+            "{f}:3: agent.stat_dir: expected did you mean 'state_dir'? one of the known keys: audit_retention_days, id, log_level, model_public_key_file, models_dir, shutdown_timeout_s, state_dir, found unknown key 'stat_dir'"
         ],
     ),
     (
         "unknown_section",
         add('\n[cloud]\nurl = "https://x"\n'),
         [
-            "{f}:44: cloud: expected one of the known keys: agent, api, loops, sources, sync, tags, found unknown key 'cloud'"
+            "{f}:46: cloud: expected one of the known keys: agent, api, loops, sources, sync, tags, found unknown key 'cloud'"
         ],
     ),
     (
         "wrong_type_number",
         sub("max_step = 20.0", 'max_step = "twenty"'),
-        ["{f}:42: loops[0].max_step: expected a number, found 'twenty' (text)"],
+        ["{f}:44: loops[0].max_step: expected a number, found 'twenty' (text)"],
     ),
     (
         "wrong_type_bool",
@@ -144,14 +146,14 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         "loop_target_not_writable",
         sub('target_tag = "SpeedSetpoint"', 'target_tag = "Speed"'),
         [
-            "{f}:39: loops[0].target_tag: expected a tag with writable = true, found 'Speed', which is not writable"
+            "{f}:41: loops[0].target_tag: expected a tag with writable = true, found 'Speed', which is not writable"
         ],
     ),
     (
         "loop_envelope_outside_limits",
         sub("envelope_max = 1050.0", "envelope_max = 1200.0"),
         [
-            "{f}:40: loops[0].envelope_min: expected an envelope inside the tag's write limits [850, 1100], found [880, 1200]"
+            "{f}:42: loops[0].envelope_min: expected an envelope inside the tag's write limits [850, 1100], found [880, 1200]"
         ],
     ),
     (
@@ -165,6 +167,7 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         "closed_loop_without_handshake",
         sub('model = "vrm-quality"', 'model = "vrm-quality"\nmode = "closed_loop"'),
         [
+            "{f}:39: loops[0].mode: expected [agent] model_public_key_file set: closed_loop runs only signed models, found no public key",
             "{f}:36: loops[0].readback_tag: expected a tag name: mode 'closed_loop' needs readback_tag, found nothing",
             "{f}:36: loops[0].enable_tag: expected a tag name: mode 'closed_loop' needs enable_tag, found nothing",
             "{f}:36: loops[0].heartbeat_echo_tag: expected a tag name: mode 'closed_loop' needs heartbeat_echo_tag, found nothing",
@@ -322,30 +325,30 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         "sync_plain_http_remote",
         add('\n[sync]\nurl = "http://cloud.example.com/ingest"\n'),
         [
-            "{f}:45: sync.url: expected an https:// URL (plain http only to 127.0.0.1 or localhost), found 'http://cloud.example.com/ingest'"
+            "{f}:47: sync.url: expected an https:// URL (plain http only to 127.0.0.1 or localhost), found 'http://cloud.example.com/ingest'"
         ],
     ),
     (
         "sync_enabled_without_url",
         add("\n[sync]\nenabled = true\n"),
         [
-            "{f}:44: sync.url: expected the cloud ingest URL (https://...), or enabled = false, found nothing"
+            "{f}:46: sync.url: expected the cloud ingest URL (https://...), or enabled = false, found nothing"
         ],
     ),
     (
         "sync_buffer_too_small",
         add("\n[sync]\nenabled = false\nmax_buffer_bytes = 1000\n"),
-        ["{f}:46: sync.max_buffer_bytes: expected a number >= 1000000, found 1000 (number)"],
+        ["{f}:48: sync.max_buffer_bytes: expected a number >= 1000000, found 1000 (number)"],
     ),
     (
         "api_port_out_of_range",
         add("\n[api]\nport = 70000\n"),
-        ["{f}:45: api.port: expected a number <= 65535, found 70000 (number)"],
+        ["{f}:47: api.port: expected a number <= 65535, found 70000 (number)"],
     ),
     (
         "loop_input_unknown_tag",
         add('\n[[loops.inputs]]\nfeature = "speed"\ntag = "Sped"\n'),
-        ["{f}:46: loops[0].inputs[0].tag: expected the name of a [[tags]] entry, found 'Sped'"],
+        ["{f}:48: loops[0].inputs[0].tag: expected the name of a [[tags]] entry, found 'Sped'"],
     ),
     (
         "toml_syntax_error",
@@ -360,7 +363,7 @@ CASES: list[tuple[str, Edit, list[str]]] = [
             sub("stat_dir", "x")(sub('state_dir = "state"', 'stat_dir = "state"')(t))
         ),
         [
-            "{f}:3: agent.x: expected one of the known keys: id, log_level, shutdown_timeout_s, state_dir, found unknown key 'x'",
+            "{f}:3: agent.x: expected one of the known keys: audit_retention_days, id, log_level, model_public_key_file, models_dir, shutdown_timeout_s, state_dir, found unknown key 'x'",
             "{f}:31: tags[2].name: expected a name not used by another entry of [[tags]], found 'Speed' again (first at tags[0])",
         ],
     ),

@@ -1,0 +1,300 @@
+"""One control loop: every cadence, gates -> model -> candidates -> guard -> act -> audit.
+
+Owns: the loop's schedule, its sample windows (fed by `observe`), its memory of moves
+(read back from the audit log at start, so restarts do not reset the guard's rate and
+interval), the operator's baseline (taken when the PLC grants remote), the safety stop,
+and the one audit record every cycle leaves (design "Control loops and safety", 1-7).
+Must not: decide what is safe (agent.core.gates and agent.core.guard do), choose targets
+(agent.core.optimizer) or talk to the PLC except through its drivers; acting on a decision
+(write, read-back, advisory tags) is agent.shell.control_act.
+Invariants: nothing is written unless every gate of this cycle passed in this cycle; a
+write is never retried or replayed; after a safety stop the loop writes nothing until the
+agent restarts; the record is strict JSON (no NaN).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agent.clock import Clock
+from agent.core.features import DERIVED, ESTIMATOR_WINDOW_S, BlaineBias, Window
+from agent.core.gates import Verdict, check_handshake
+from agent.core.guard import RATE_WINDOW_S, GuardLimits, MoveHistory, guard
+from agent.core.health import Health
+from agent.core.latest import LatestValues
+from agent.core.loop_stats import LoopStats
+from agent.core.model_manifest import ModelRejectedError
+from agent.logs import get_logger
+from agent.settings import Loop, Tag
+from agent.shell.audit import AuditLog
+from agent.shell.control_act import Actor
+from agent.shell.control_model import BlockedError, features_for, infer, sample_record
+from agent.shell.heartbeat import Heartbeat
+from agent.shell.models import ModelManager
+from drivers.base import Driver, Quality, Sample
+
+__all__ = ["ControlLoop"]
+
+log = get_logger(__name__)
+
+
+class ControlLoop:
+    """A `[[loops]]` entry at run time."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        *,
+        tags: Mapping[str, Tag],
+        drivers: Mapping[str, Driver],
+        latest: LatestValues,
+        models: ModelManager,
+        audit: AuditLog,
+        heartbeat: Heartbeat | None,
+        health: Health,
+        clock: Clock,
+    ) -> None:
+        self.loop, self._latest, self._models, self._audit = loop, latest, models, audit
+        self._health, self._clock, self.heartbeat = health, clock, heartbeat
+        self.stats = LoopStats(loop.name, loop.mode)
+        self.stopped: str | None = None
+        self.baseline: float | None = None
+        self.history = MoveHistory()
+        self.bias = BlaineBias()
+        feature_of = {i.tag: i.feature for i in loop.inputs}
+        estimator = {f for needs in DERIVED.values() for f in needs}
+        self._windows = {
+            i.tag: Window(
+                max(
+                    loop.feature_window_s,
+                    i.window_s or 0.0,
+                    ESTIMATOR_WINDOW_S if i.feature in estimator else 0.0,
+                    3 * i.max_age_s if i.frozen_after_samples else 0.0,
+                )
+            )
+            for i in loop.inputs
+        }
+        self._feature_tag = {f: t for t, f in feature_of.items()}
+        self.act = Actor(loop, tags=tags, drivers=drivers, latest=latest, clock=clock)
+
+    def observe(self, batch: Sequence[Sample]) -> None:
+        """Every driver batch passes here (on the event loop): keep this loop's windows."""
+        windows, lab = self._windows, self._feature_tag.get("lab_blaine")
+        for s in batch:
+            window = windows.get(s.tag)
+            if window is None or s.quality is not Quality.GOOD:
+                continue
+            v = s.value
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                window.add(s.source_time, float(v))
+                if s.tag == lab:
+                    fine = self._mean("product_fineness", s.source_time - 3600.0)
+                    if fine is not None:
+                        self.bias.update(s.source_time, float(v), fine)
+
+    def _mean(self, feature: str, since: float) -> float | None:
+        tag = self._feature_tag.get(feature)
+        return None if tag is None else self._windows[tag].mean(since)
+
+    async def run(self) -> None:
+        """Cycle every cadence_s until cancelled (mode off: idle)."""
+        if self.loop.mode == "off":
+            self.stats.state = "off"
+            return
+        now = self._clock.now()
+        moves = await self._audit.moves(self.loop.name, now - RATE_WINDOW_S)
+        if moves:
+            self.history = MoveHistory(tuple(moves), moves[-1][0], None)
+        name = f"loop:{self.loop.name}"
+        self._health.watch(
+            name,
+            now=self._clock.monotonic(),
+            max_silence_s=max(60.0, 3 * self.loop.cadence_s) + self.loop.readback_timeout_s,
+        )
+        self.stats.state = "running"
+        due = now + min(self.loop.cadence_s, 5.0)  # let the first samples arrive
+        while True:
+            await self._clock.sleep(max(0.0, due - self._clock.now()))
+            await self.cycle()
+            self._health.beat(name, self._clock.monotonic())
+            due = max(due + self.loop.cadence_s, self._clock.now())
+
+    async def cycle(self) -> dict[str, Any]:
+        """One decision, recorded; returns the audit record."""
+        started = time.perf_counter()
+        now = self._clock.now()
+        lp, st = self.loop, self.stats
+        rec: dict[str, Any] = {
+            "mode": lp.mode,
+            "decided_at": now,
+            "verdicts": [],
+            "outcome": "blocked",
+        }
+        move: tuple[float, float] | None = None
+        try:
+            move = await self._decide(now, rec, started)
+        except BlockedError as blocked:
+            rec["verdicts"].append(vars(blocked.verdict))
+            rec["reason"] = f"{blocked.verdict.gate}: {blocked.verdict.reason}"
+        st.cycles += 1
+        st.outcomes[rec["outcome"]] += 1
+        for v in rec["verdicts"]:
+            st.verdicts[(v["gate"], "pass" if v["ok"] else "refuse")] += 1
+        st.last = {
+            "time": now,
+            **{
+                k: rec.get(k)
+                for k in (
+                    "outcome",
+                    "reason",
+                    "suggestion",
+                    "target",
+                    "write",
+                    "model",
+                    "predicted",
+                )
+            },
+        }
+        if self.stopped is not None:
+            st.state = f"stopped: {self.stopped}"
+        event = await self._audit.record("cycle", rec, loop=lp.name, move=move)
+        if rec["outcome"] == "write" and move is not None:
+            self.history = MoveHistory(
+                (
+                    *(m for m in self.history.moves if m[0] > now - RATE_WINDOW_S),
+                    (now, move[0], move[1]),
+                ),
+                now,
+                self.history.baseline,
+            )
+        return event
+
+    def _pass(self, rec: dict[str, Any], verdict: Verdict) -> None:
+        if not verdict.ok:
+            raise BlockedError(verdict)
+        rec["verdicts"].append(vars(verdict))
+
+    async def _decide(
+        self, now: float, rec: dict[str, Any], started: float
+    ) -> tuple[float, float] | None:
+        lp = self.loop
+        if self.stopped is not None:
+            raise BlockedError(Verdict("safety_stop", False, self.stopped))
+        writes = lp.mode in ("advisory", "closed_loop")
+        if writes:
+            hs = self._handshake(now)
+            rec["handshake"] = {
+                "remote": sample_record(self._latest.get(lp.enable_tag or "")),
+                "echo": sample_record(self._latest.get(lp.heartbeat_echo_tag or "")),
+                "sent": self.heartbeat.sent if self.heartbeat else None,
+            }
+            if not hs.ok:
+                self.baseline = None  # a new grant takes a new baseline
+            self._pass(rec, hs)
+        session = self._models.session(lp.model)
+        if session is None:
+            raise BlockedError(Verdict("model", False, f"no valid version of model '{lp.model}'"))
+        m = session.manifest
+        rec["model"] = {"name": m.name, "version": m.version, "sha256": m.model.sha256}
+        x = features_for(
+            lp,
+            session,
+            latest=self._latest,
+            windows=self._windows,
+            bias=self.bias,
+            mean=self._mean,
+            now=now,
+            rec=rec,
+        )
+        t0 = time.perf_counter()
+        try:
+            rows, choice = infer(lp, x, session, self._latest)
+        except ModelRejectedError as exc:
+            await self._models.report(lp.model, m.version, False, str(exc))
+            raise BlockedError(Verdict("inference", False, str(exc))) from None
+        self.stats.inference_s.append(time.perf_counter() - t0)
+        await self._models.report(lp.model, m.version, True, "ok")
+        rec["verdicts"].append(vars(Verdict("inference", True, f"{rows} rows, finite")))
+        rec.update(choice)
+        target = choice["target"]
+        current = self.act.current()
+        if current is None:
+            raise BlockedError(Verdict("readback", False, "the effective setpoint is not readable"))
+        if self.baseline is None:
+            self.baseline = current
+        result = guard(
+            current=current,
+            target=target,
+            limits=self._limits(),
+            now=now,
+            history=MoveHistory(self.history.moves, self.history.last_move_time, self.baseline),
+        )
+        rec["guard"] = {
+            "current": current,
+            "target": target,
+            "baseline": self.baseline,
+            "value": result.value,
+            "clamped": result.clamped,
+        }
+        rec["verdicts"].extend(vars(v) for v in result.verdicts)
+        if result.value is None:
+            rec["outcome"], rec["reason"] = "hold", f"guard: {result.reason}"
+            return None
+        rec["suggestion"] = result.value
+        if lp.mode == "shadow":
+            rec["outcome"], rec["reason"] = "shadow", "shadow mode: suggestion logged only"
+            return None
+        if lp.mode == "advisory" and not await self.act.advise(result.value, choice, rec, now):
+            return None
+        outcome = await self.act.write(current, result.value, rec, started)
+        self.stats.writes[outcome] += 1
+        if outcome == "readback_mismatch":
+            self._safety_stop(rec["write"]["reason"])
+            rec["outcome"], rec["reason"] = "blocked", f"safety stop: {rec['write']['reason']}"
+            return None
+        if outcome != "ok":
+            rec["reason"] = f"write: {rec['write']['reason']}"
+            return None
+        rec["outcome"] = "write"
+        return (current, result.value)
+
+    def _handshake(self, now: float) -> Verdict:
+        lp = self.loop
+        hb = self.heartbeat
+        if hb is not None and hb.stopped is not None:
+            return Verdict("handshake", False, f"heartbeat stopped: {hb.stopped}")
+        return check_handshake(
+            remote_active=self._latest.get(lp.enable_tag or ""),
+            heartbeat_sent=hb.sent if hb is not None else None,
+            heartbeat_echo=self._latest.get(lp.heartbeat_echo_tag or ""),
+            now=now,
+            max_age_s=lp.heartbeat_max_age_s,
+            echo_lag_max=lp.heartbeat_echo_lag_max,
+            counter_modulus=2**31,
+            remote_max_age_s=lp.enable_max_age_s if lp.enable_max_age_s else math.inf,
+        )
+
+    def _limits(self) -> GuardLimits:
+        lp = self.loop
+        lo, hi = self.act.hard_limits()
+        return GuardLimits(
+            lp.envelope_min,
+            lp.envelope_max,
+            lp.max_step,
+            lp.max_rate_per_h,
+            lp.min_interval_s,
+            lp.deadband,
+            lp.max_deviation_from_baseline,
+            lo,
+            hi,
+        )
+
+    def _safety_stop(self, reason: str) -> None:
+        self.stopped = reason
+        self.stats.state = f"stopped: {reason}"
+        log.error("loop_safety_stop", loop=self.loop.name, reason=reason)
+        if self.heartbeat is not None:
+            self.heartbeat.stop(f"loop {self.loop.name}: {reason}")

@@ -1,0 +1,143 @@
+"""Builds the control side of the agent from the settings: audit, models, heartbeats, loops.
+
+Owns: opening STATE_DIR/audit.db and forwarding its records to the buffer, loading the
+model signing key, the model manager with each model's pinned version, one heartbeat per
+heartbeat tag used by an advisory or closed-loop loop, one ControlLoop per `[[loops]]`, and
+the hourly audit pruning.
+Must not: run anything by itself; agent.app runs `tasks()` under its control supervisor,
+which stops first at shutdown (no write after the signal, the heartbeat stops with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.clock import Clock
+from agent.configfile import LoadedConfig
+from agent.core.health import Health
+from agent.core.latest import LatestValues
+from agent.core.model_manifest import ModelRejectedError
+from agent.errors import ConfigProblem
+from agent.shell.audit import AUDIT_FILE, AuditLog
+from agent.shell.control import ControlLoop
+from agent.shell.heartbeat import Heartbeat
+from agent.shell.model_package import load_public_key
+from agent.shell.models import ModelManager
+from drivers.base import Driver, Sample
+
+__all__ = ["Control", "open_control"]
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+class KeyFileError(Exception):
+    """The configured model public key cannot be used (a configuration problem)."""
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(problem.render())
+        self.problem = problem
+
+
+@dataclass
+class Control:
+    """The control side of one agent."""
+
+    audit: AuditLog
+    models: ModelManager
+    heartbeats: list[Heartbeat]
+    loops: list[ControlLoop]
+    retention_days: float
+    clock: Clock
+
+    def observe(self, batch: Sequence[Sample]) -> None:
+        for loop in self.loops:
+            loop.observe(batch)
+
+    async def _prune(self) -> None:
+        while True:
+            await self.audit.prune(self.retention_days)
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        out: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("models:watch", self.models.run),
+            ("audit:prune", self._prune),
+        ]
+        out += [(h.name, h.run) for h in self.heartbeats]
+        out += [(f"loop:{lp.loop.name}", lp.run) for lp in self.loops]
+        return out
+
+
+async def open_control(
+    loaded: LoadedConfig,
+    state_dir: Path,
+    *,
+    latest: LatestValues,
+    drivers: Sequence[Driver],
+    health: Health,
+    clock: Clock,
+    events: Callable[[Sequence[Mapping[str, Any]]], Awaitable[int]] | None,
+) -> Control:
+    """Open the audit log, load the key, build heartbeats and loops (raises KeyFileError)."""
+    s = loaded.settings
+    key = None
+    if s.agent.model_public_key_file is not None:
+        try:
+            key = load_public_key(s.agent.model_public_key_file)
+        except ModelRejectedError as exc:
+            raise KeyFileError(
+                ConfigProblem(
+                    str(loaded.path),
+                    "agent.model_public_key_file",
+                    "an Ed25519 public key (PEM) the agent can read",
+                    str(exc),
+                )
+            ) from None
+    audit = await asyncio.to_thread(
+        AuditLog, state_dir / AUDIT_FILE, agent_id=s.agent.id, clock=clock
+    )
+    audit.sink = events
+
+    async def record(kind: str, body: Mapping[str, Any]) -> None:
+        await audit.record(kind, body)
+
+    pins: dict[str, str | None] = {}
+    for lp in s.loops:
+        if lp.mode != "off":
+            pins.setdefault(lp.model, lp.model_version)
+    models = ModelManager(s.agent.models_dir or state_dir / "models", key, pins, audit=record)
+    by_source = {d.name: d for d in drivers}
+    tags = {t.name: t for t in s.tags}
+    driver_of = {t.name: by_source[t.source] for t in s.tags if t.source in by_source}
+    heartbeats: dict[str, Heartbeat] = {}
+    loops = []
+    for lp in s.loops:
+        hb = None
+        if lp.mode in ("advisory", "closed_loop") and lp.heartbeat_tag is not None:
+            hb = heartbeats.get(lp.heartbeat_tag)
+            if hb is None:
+                hb = Heartbeat(
+                    lp.heartbeat_tag, driver_of[lp.heartbeat_tag], clock=clock, health=health
+                )
+                heartbeats[lp.heartbeat_tag] = hb
+        loops.append(
+            ControlLoop(
+                lp,
+                tags=tags,
+                drivers=driver_of,
+                latest=latest,
+                models=models,
+                audit=audit,
+                heartbeat=hb,
+                health=health,
+                clock=clock,
+            )
+        )
+    await models.scan()
+    return Control(
+        audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock
+    )

@@ -1,0 +1,80 @@
+"""The agent's heartbeat to the PLC: a counter written every second while the agent is healthy.
+
+Owns: one writer per heartbeat tag (loops that share a tag share its writer), the counter
+(starting from the clock so it differs from any value a previous run left behind, wrapping
+inside INT32), the last counter the PLC accepted (`sent`, what gate 1 compares the echo
+with), and `stop(reason)`: after a safety event the heartbeat stops for good, so the PLC's
+watchdog drops the mill to local control and alarms; only a restart of the agent (a person's
+decision) starts it again.
+Must not: retry a refused write within a beat, or write anything but the counter.
+"""
+
+from __future__ import annotations
+
+from agent.clock import Clock
+from agent.core.health import Health
+from agent.errors import ConnectionLostError, WriteRejectedError
+from agent.logs import get_logger
+from drivers.base import Driver
+
+__all__ = ["INTERVAL_S", "Heartbeat"]
+
+INTERVAL_S = 1.0
+_MODULUS = 2**31
+log = get_logger(__name__)
+
+
+class Heartbeat:
+    """Writes `tag` through `driver` every second until stopped."""
+
+    def __init__(self, tag: str, driver: Driver, *, clock: Clock, health: Health) -> None:
+        self.tag, self._driver, self._clock, self._health = tag, driver, clock, health
+        self.sent: int | None = None
+        self.stopped: str | None = None
+        self.failures = 0
+        self._counter = int(clock.now()) % _MODULUS
+
+    @property
+    def name(self) -> str:
+        return f"heartbeat:{self.tag}"
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            self.sent = None
+            log.error("heartbeat_stopped", tag=self.tag, reason=reason)
+
+    async def beat(self) -> bool:
+        """Write the next counter once; True when the PLC accepted it."""
+        if self.stopped is not None:
+            return False
+        value = (self._counter + 1) % _MODULUS
+        try:
+            await self._driver.write(self.tag, value)
+        except (WriteRejectedError, ConnectionLostError) as exc:
+            self.failures += 1
+            self.sent = None
+            (log.warning if self.failures == 1 else log.debug)(
+                "heartbeat_write_failed", tag=self.tag, error=str(exc), failures=self.failures
+            )
+            return False
+        if self.failures:
+            log.info("heartbeat_write_recovered", tag=self.tag, after=self.failures)
+        self.failures = 0
+        self._counter = value
+        if self.stopped is None:  # stop() may have run while the write was in flight
+            self.sent = value
+        return True
+
+    async def run(self) -> None:
+        """Beat every INTERVAL_S on the clock (drift-free) until stopped; then idle."""
+        self._health.watch(self.name, now=self._clock.monotonic(), max_silence_s=30 * INTERVAL_S)
+        due = self._clock.now()
+        while True:
+            await self.beat()
+            self._health.beat(self.name, self._clock.monotonic())
+            due += INTERVAL_S
+            now = self._clock.now()
+            if due < now - INTERVAL_S:  # fell behind (a stalled write): start afresh
+                due = now
+            await self._clock.sleep(max(0.0, due - now))

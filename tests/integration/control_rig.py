@@ -1,0 +1,119 @@
+"""A simulated mill and an in-process agent with control loops, for the control-loop tests.
+
+`control_rig(tmp_path, ...)` starts a real SimulatedPlant (asyncua + pymodbus on 127.0.0.1)
+time-compressed by `time_scale`, writes the demo configuration pointed at it with the loop
+timings compressed to wall seconds (cadence, minimum interval, read-back timeout), and
+runs the real App (drivers, buffer, audit, model manager, heartbeat, loops) on the test's
+event loop. The simulated PLC's watchdog is 15 s of wall time at any time scale, because
+the agent's heartbeat is wall-clock. Sync and the local API are off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.app import App
+from agent.configfile import load_config
+from agent.demo.runner import SimulatedPlant
+from agent.demo.show import write_demo_config
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+
+
+@dataclass
+class Rig:
+    plant: SimulatedPlant
+    app: App
+    state_dir: Path
+    config: Path
+
+    def loop(self, name: str) -> Any:
+        assert self.app.control is not None
+        return next(lp for lp in self.app.control.loops if lp.loop.name == name)
+
+    def records(self, kind: str | None = None, loop: str | None = None) -> list[dict[str, Any]]:
+        """The audit records so far, oldest first (read from audit.db as a second reader)."""
+        db = sqlite3.connect(f"file:{self.state_dir / 'audit.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT seq, body FROM audit ORDER BY seq").fetchall()
+        finally:
+            db.close()
+        out = [{"seq": seq, **json.loads(body)} for seq, body in rows]
+        return [r for r in out if (kind is None or r["kind"] == kind)
+                and (loop is None or r.get("loop") == loop)]  # fmt: skip
+
+
+def loop_config(text: str, **values: object) -> str:
+    """Set `key = value` in every [[loops]] entry of the demo config (TOML literals)."""
+    for key, value in values.items():
+        literal = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {literal}", text)
+        if count == 0:
+            text = text.replace("\nmodel = \"vrm-quality\"\n",
+                                f"\nmodel = \"vrm-quality\"\n{key} = {literal}\n")  # fmt: skip
+    return text
+
+
+@contextlib.asynccontextmanager
+async def control_rig(
+    folder: Path,
+    *,
+    time_scale: float = 30.0,
+    lab_time_scale: float = 1.0,
+    seed: int = 3,
+    noise: bool = True,
+    lab_noise: bool | None = None,
+    edit: Callable[[str], str] = lambda text: text,
+    **loop_values: object,
+) -> AsyncIterator[Rig]:
+    """The plant and the agent; `loop_values` override keys of both demo loops."""
+    async with SimulatedPlant(seed=seed, time_scale=time_scale, lab_time_scale=lab_time_scale,
+                              opcua_port=0, modbus_port=0, noise=noise, lab_noise=lab_noise,
+                              wd_timeout_s=15.0 * time_scale) as plant:  # fmt: skip
+        path = write_demo_config(folder, plant.opcua_url, plant.modbus_port, "http://127.0.0.1:9")
+        text = path.read_text()
+        text = text.replace('models_dir = "../models"', f'models_dir = "{MODELS}"')
+        text = text.replace('model_public_key_file = "../models/',
+                            f'model_public_key_file = "{MODELS}/')  # fmt: skip
+        text = text.replace("\nenabled = true\n", "\nenabled = false\n")  # [sync]
+        text = text.replace("[api]\n", "[api]\nenabled = false\n")
+        defaults: dict[str, object] = {"cadence_s": 1.0, "readback_timeout_s": 5.0}
+        text = edit(loop_config(text, **{**defaults, **loop_values}))
+        path.write_text(text)
+        state = folder / "state"
+        state.mkdir(exist_ok=True)
+        app = App(load_config(path), state)
+        task = asyncio.create_task(app.run(), name="agent")
+        try:
+            await wait_for(lambda: app.control is not None or task.done(), 20, "the agent")
+            if task.done():
+                task.result()  # raise what stopped it
+            yield Rig(plant, app, state, path)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def wait_for(
+    check: Callable[[], object], timeout_s: float = 30.0, what: str = "condition"
+) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(0.1)

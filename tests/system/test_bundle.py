@@ -1,0 +1,367 @@
+"""The offline bundle: built from uv.lock, installed with pip --no-index, run, upgraded, rolled back.
+
+The bundle is built once per session (tools/build_bundle.py; the wheels come from the pip
+cache or the registry) and installed with `install.sh --root TMP --no-systemd`, so nothing
+outside the temporary directory is touched. The installed agent (its own venv, no access to
+the repo) checks the shipped demo config and runs against the simulator served from the repo
+venv. A wheel changed after the build must be refused, leaving `current` as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "/opt/edge-agent"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
+    for key in ("CREDENTIALS_DIRECTORY", "VIRTUAL_ENV", "PYTHONPATH"):
+        env.pop(key, None)
+    return env
+
+
+def _install(bundle: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(bundle / "install.sh"), "--root", str(root), "--no-systemd", *args],
+        capture_output=True, text=True, check=False, timeout=240, env=_env(),
+    )  # fmt: skip
+
+
+def _link(root: Path, name: str) -> str:
+    return os.readlink(root / PREFIX.lstrip("/") / name)
+
+
+def _reseal(bundle: Path, *names: str) -> None:
+    """Rewrite the SHA256SUMS lines of `names`, as someone altering the bundle would."""
+    sums = bundle / "SHA256SUMS"
+    lines = []
+    for line in sums.read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        lines.append(f"{_sha256(bundle / name) if name in names else digest}  {name}\n")
+    sums.write_text("".join(lines))
+
+
+def _copy_as_version(bundle: Path, dest: Path, version: str) -> Path:
+    shutil.copytree(bundle, dest)
+    meta = dest / "BUNDLE"
+    meta.write_text(re.sub(r"(?m)^version=.*$", f"version={version}", meta.read_text()))
+    _reseal(dest, "BUNDLE")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools/build_bundle.py"), "--out", str(out)],
+        capture_output=True, text=True, check=False, timeout=400, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (tarball,) = out.glob("edge-agent-*.tar.gz")
+    version = re.search(r'(?m)^version = "(.+)"$', (ROOT / "pyproject.toml").read_text())
+    assert version is not None
+    assert tarball.name.startswith(f"edge-agent-{version[1]}-cp3")
+    assert (out / "SHA256SUMS").read_text() == f"{_sha256(tarball)}  {tarball.name}\n"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(out, filter="data")
+    unpacked = out / tarball.name.removesuffix(".tar.gz")
+    listed = {}
+    for line in (unpacked / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        assert _sha256(unpacked / name) == digest, name
+        listed[name] = digest
+    files = {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file()}
+    assert files - {"SHA256SUMS"} == set(listed)
+    assert "install.sh" in listed
+    assert "config/example-plant.toml" in listed
+    assert any(name.startswith("wheels/edge_agent-") for name in listed)
+    requirements = (unpacked / "requirements.txt").read_text()
+    assert "--hash=sha256:" in requirements
+    assert "pytest" not in requirements  # no dev dependencies
+    return unpacked
+
+
+@pytest.fixture(scope="session")
+def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("root")
+    result = _install(bundle, root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "simulate", "--opcua-port", "0", "--modbus-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for _ in range(20):
+            event = json.loads(proc.stdout.readline())
+            if event["event"] == "simulated_plant_started":
+                break
+        assert event["event"] == "simulated_plant_started"
+        yield str(event["opcua_url"]), int(event["modbus_port"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+def _blocks(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return int(con.execute("SELECT count(*) FROM blocks").fetchone()[0]) if (
+            "blocks" in tables) else 0  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_installed_agent_checks_the_demo_config_and_runs_against_the_simulator(
+    bundle: Path, installed: Path, simulator: tuple[str, int], tmp_path: Path
+) -> None:
+    venv = installed / PREFIX.lstrip("/") / "0.1.0"
+    agent = venv / "bin" / "edge-agent"
+    shipped = venv / "share/edge-agent/config/demo.toml"
+    assert (installed / "etc/edge-agent/agent.toml.example").read_bytes() == (
+        bundle / "config/example-plant.toml"
+    ).read_bytes()
+    check = subprocess.run([str(agent), "check", "--config", str(shipped)],
+                           capture_output=True, text=True, check=False, timeout=60, env=_env())  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert "OK: agent" in check.stdout
+    # the installed agent imports from its own venv, never from the repo
+    where = subprocess.run([str(venv / "bin/python"), "-c", "import agent; print(agent.__file__)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path, env=_env())  # fmt: skip
+    assert where.stdout.startswith(str(venv))
+
+    opcua_url, modbus_port = simulator
+    text = shipped.read_text()
+    text = _replace_once(text, '"opc.tcp://127.0.0.1:4840"', f'"{opcua_url}"')
+    text = _replace_once(text, "port = 5020", f"port = {modbus_port}")
+    text = _replace_once(text, 'state_dir = "../state/demo"', f'state_dir = "{tmp_path / "state"}"')
+    text = _replace_once(text, "port = 8787", f"port = {_free_port()}")
+    config = shipped.with_name(f"{tmp_path.name}.toml")  # beside it: ../models stays valid
+    config.write_text(text)
+    db = tmp_path / "state" / "buffer.db"
+    env = {**_env(), "EDGE_AGENT__SYNC__ENABLED": "false"}  # no receiver: blocks stay buffered
+    proc = subprocess.Popen([str(agent), "run", "--config", str(config)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        first = 0
+        while (count := _blocks(db)) < first + 2 or first == 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the buffer did not grow: {count} blocks"
+            first = first or count
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+    assert "agent_started" in events
+    assert events[-1] == "agent_stopped"
+
+
+SYSTEMCTL_STAND_IN = """\
+#!{python}
+# A stand-in for systemctl where systemd is not PID 1: runs the unit's command as a detached
+# process with a pid file, so install.sh's restart / health check / roll-back run for real.
+import os, signal, subprocess, sys, time
+state, root = os.environ["STAND_IN_STATE"], os.environ["STAND_IN_ROOT"]
+pidfile = os.path.join(state, "pid")
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+
+def alive():
+    try:
+        pid = int(open(pidfile).read())
+        return open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (OSError, ValueError):
+        return False
+
+def stop():
+    if alive():
+        os.kill(int(open(pidfile).read()), signal.SIGTERM)
+        while alive():
+            time.sleep(0.1)
+
+if args[0] == "restart":
+    stop()
+    log = open(os.path.join(state, "log"), "ab")
+    proc = subprocess.Popen([root + "/opt/edge-agent/current/bin/edge-agent", "run", "--config",
+                             root + "/etc/edge-agent/agent.toml"], stdout=log, stderr=log,
+                            start_new_session=True)
+    open(pidfile, "w").write(str(proc.pid))
+elif args[0] == "stop":
+    stop()
+elif args[0] == "is-active":
+    sys.exit(0 if alive() else 3)
+elif args[0] == "is-enabled":
+    sys.exit(0)
+elif args[0] != "daemon-reload":
+    sys.exit(1)
+"""
+
+
+def _bad_release(bundle: Path, dest: Path, version: str) -> Path:
+    """A release that passes `check` but whose `run` hangs before serving /healthz."""
+    copy = _copy_as_version(bundle, dest, version)
+    (wheel,) = (copy / "wheels").glob("edge_agent-*.whl")
+    rebuilt = wheel.with_suffix(".new")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as out:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "agent/__init__.py":
+                data += b"\nimport sys as _s, time as _t\nif _s.argv[1:2] == ['run']:\n    _t.sleep(600)\n"
+            out.writestr(item, data)
+    rebuilt.replace(wheel)
+    requirements = copy / "requirements.txt"
+    requirements.write_text(
+        re.sub(r"(edge-agent==\S+ \\\n    --hash=sha256:)\w+", rf"\g<1>{_sha256(wheel)}",
+               requirements.read_text())
+    )  # fmt: skip
+    _reseal(copy, f"wheels/{wheel.name}", "requirements.txt")
+    return copy
+
+
+@pytest.fixture(scope="session")
+def bad_release(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bad_release(bundle, tmp_path_factory.mktemp("bad") / "bundle", "0.1.1")
+
+
+@pytest.mark.timeout(600)
+def test_upgrade_keeps_the_previous_version_and_rollback_switches_back(
+    bad_release: Path, installed: Path
+) -> None:
+    dest = installed / PREFIX.lstrip("/")
+    assert _link(installed, "current") == "0.1.0"
+    (installed / "etc/edge-agent/site.toml").write_text("# plant IT's own file\n")
+    newer = bad_release  # its `run` hangs, but without systemd nothing runs it
+    result = _install(newer, installed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (_link(installed, "current"), _link(installed, "previous")) == ("0.1.1", "0.1.0")
+    assert (dest / "0.1.0/bin/edge-agent").exists()
+    assert (dest / "0.1.1/bin/edge-agent").exists()
+    assert (installed / "etc/edge-agent/site.toml").read_text() == "# plant IT's own file\n"
+
+    again = _install(newer, installed)  # idempotent: nothing reinstalled, nothing switched
+    assert again.returncode == 0, again.stderr
+    assert "already installed" in again.stdout
+    assert (_link(installed, "current"), _link(installed, "previous")) == ("0.1.1", "0.1.0")
+
+    back = _install(newer, installed, "--rollback")
+    assert back.returncode == 0, back.stderr
+    assert (_link(installed, "current"), _link(installed, "previous")) == ("0.1.0", "0.1.1")
+    assert "rolled back: current -> 0.1.0" in back.stdout
+
+
+@pytest.mark.timeout(600)
+def test_tampered_wheel_is_refused_and_current_is_unchanged(
+    bundle: Path, installed: Path, tmp_path: Path
+) -> None:
+    before = _link(installed, "current")
+    altered = _copy_as_version(bundle, tmp_path / "altered", "0.2.0")
+    (wheel,) = (altered / "wheels").glob("edge_agent-*.whl")
+    with wheel.open("ab") as f:
+        f.write(b"\0")  # still a valid zip: only the hash can tell
+
+    result = _install(altered, installed)  # the bundle's own checksums catch it first
+    assert result.returncode == 1
+    assert f"damaged or altered, nothing was installed: wheels/{wheel.name}: FAILED" in (
+        result.stderr
+    )
+
+    _reseal(altered, f"wheels/{wheel.name}")  # checksums forged: pip's --require-hashes refuses
+    result = _install(altered, installed)
+    assert result.returncode == 1
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in result.stderr
+    assert "pip refused the bundle's wheels" in result.stderr
+    assert f"current is still '{before}'" in result.stderr
+    assert _link(installed, "current") == before
+    assert not (installed / PREFIX.lstrip("/") / "0.2.0").exists()
+
+
+def _healthz(port: int) -> int:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+                return int(answer.status)
+        except OSError:
+            assert time.monotonic() < deadline, "nothing answers /healthz"
+            time.sleep(0.5)
+
+
+@pytest.mark.timeout(600)
+def test_unhealthy_upgrade_is_rolled_back_automatically(
+    bad_release: Path, installed: Path, tmp_path: Path
+) -> None:
+    before = _link(installed, "current")
+    port = _free_port()
+    config = installed / "etc/edge-agent/agent.toml"
+    config.write_text(
+        f'[agent]\nid = "hc-1"\nstate_dir = "{tmp_path / "state"}"\nshutdown_timeout_s = 5\n'
+        f"\n[api]\nport = {port}\n"
+    )
+    stand_in = tmp_path / "systemctl"
+    stand_in.write_text(SYSTEMCTL_STAND_IN.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    (tmp_path / "svc").mkdir()
+    env = {**_env(), "EDGE_AGENT_SYSTEMCTL": str(stand_in), "STAND_IN_STATE": str(tmp_path / "svc"),
+           "STAND_IN_ROOT": str(installed)}  # fmt: skip
+    try:
+        result = subprocess.run(
+            ["bash", str(bad_release / "install.sh"), "--root", str(installed), "--health-timeout", "8"],
+            capture_output=True, text=True, check=False, timeout=240, env=env,
+        )  # fmt: skip
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "version 0.1.1 failed its health check and was rolled back to" in result.stderr
+        assert "rolled back to 0.1.0" in result.stdout
+        assert (_link(installed, "current"), _link(installed, "previous")) == (before, "0.1.1")
+        assert _healthz(port) == 200  # the old version was restarted and serves again
+    finally:
+        subprocess.run([str(stand_in), "stop"], env=env, check=False, timeout=60)
+        config.unlink()
