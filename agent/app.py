@@ -36,6 +36,8 @@ from agent.shell.api import serve_api
 from agent.shell.block_builder import BlockBuilder
 from agent.shell.buffer import Buffer, StoreCorruptError, StoreUnavailableError
 from agent.shell.control_setup import Control, KeyFileError, open_control
+from agent.shell.remote_diagnostics import LogRing
+from agent.shell.remote_setup import build_remote
 from agent.shell.sdnotify import Notifier, keep_alive, status_line
 from agent.shell.status import config_digest
 from agent.shell.supervisor import Supervisor
@@ -150,6 +152,7 @@ class App:
         # Control stops first at shutdown: no write and no heartbeat after the signal.
         self.controller = Supervisor(self.clock)
         self.control: Control | None = None
+        self._log_ring: LogRing | None = None
 
     @property
     def active_models(self) -> dict[str, str | None]:
@@ -212,6 +215,10 @@ class App:
         self.loop_stats.extend(loop.stats for loop in self.control.loops)
         for name, task in self.control.tasks():
             self.controller.add(name, task)
+        remote = build_remote(self, self.control)
+        if remote is not None:
+            self.pipeline.add("sync:remote_support", remote[0].run)
+            self._log_ring = remote[1]
 
     def _beat(self, name: str) -> None:
         self.health.beat(name, self.clock.monotonic())
@@ -273,6 +280,8 @@ class App:
                 await self.buffer.close()
                 if self.control is not None:
                     self.control.audit.close()
+                if self._log_ring is not None:
+                    self._log_ring.uninstall()
             except (StoreUnavailableError, StoreCorruptError) as exc:
                 log.error("buffer_close_failed", error=str(exc))
             budget = self.buffer.budget()

@@ -78,6 +78,24 @@ def _status(args: argparse.Namespace) -> int:
         return 1
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from agent.shell.audit import AUDIT_FILE, verify_file
+
+    path = args.file
+    if path is None:
+        path = _load_or_exit(args.config).settings.agent.state_dir / AUDIT_FILE
+    if not path.is_file():
+        print(f"edge-agent: no audit log at {path}", file=sys.stderr)
+        return 1
+    report = verify_file(path)
+    span = f"records {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    if report.ok:
+        print(f"{path}: OK: {report.records} records verified ({span}), chain intact")
+        return 0
+    print(f"{path}: BROKEN: {report.problem} ({report.records} records verified before it)")
+    return 1
+
+
 def _commission(args: argparse.Namespace) -> int:
     from agent.shell import commission
 
@@ -165,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "audit":
+            return _audit(args)
         if args.command in ("keygen", "model"):
             return _models(args)
         if args.command in ("read", "browse", "opcua"):

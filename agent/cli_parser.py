@@ -179,7 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="the hash-chained audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser("verify", help="check the audit chain, record by record")
+    _config_arg(verify)
+    verify.add_argument(
+        "--file", type=Path, default=None, metavar="FILE",
+        help="an audit.db to check (default: the one in the config's state_dir)",
+    )  # fmt: skip
+
+
 def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_audit_commands(commands)
     keygen = commands.add_parser("keygen", help="create an Ed25519 model-signing key pair")
     keygen.add_argument(
         "--private-key",

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from agent.clock import Clock
 from agent.configfile import LoadedConfig
 from agent.core.health import Health
@@ -52,6 +54,7 @@ class Control:
     loops: list[ControlLoop]
     retention_days: float
     clock: Clock
+    public_key: Ed25519PublicKey | None = None
 
     def observe(self, batch: Sequence[Sample]) -> None:
         for loop in self.loops:
@@ -139,5 +142,5 @@ async def open_control(
         )
     await models.scan()
     return Control(
-        audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock
+        audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock, key
     )

@@ -36,6 +36,24 @@ class Rig:
     app: App
     state_dir: Path
     config: Path
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start an agent (a new App, as a restarted process would) on the same state dir."""
+        self.app = App(load_config(self.config), self.state_dir)
+        self.task = asyncio.create_task(self.app.run(), name="agent")
+        task = self.task
+        await wait_for(lambda: self.app.control is not None or task.done(), 20, "the agent")
+        if task.done():
+            task.result()  # raise what stopped it
+
+    async def stop(self) -> None:
+        """The ordered shutdown of a SIGTERM: control first, then sources, then the buffer."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
 
     def loop(self, name: str) -> Any:
         assert self.app.control is not None
@@ -92,17 +110,12 @@ async def control_rig(
         path.write_text(text)
         state = folder / "state"
         state.mkdir(exist_ok=True)
-        app = App(load_config(path), state)
-        task = asyncio.create_task(app.run(), name="agent")
+        rig = Rig(plant, App(load_config(path), state), state, path)
         try:
-            await wait_for(lambda: app.control is not None or task.done(), 20, "the agent")
-            if task.done():
-                task.result()  # raise what stopped it
-            yield Rig(plant, app, state, path)
+            await rig.start()
+            yield rig
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await rig.stop()
 
 
 async def wait_for(

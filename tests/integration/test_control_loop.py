@@ -80,3 +80,43 @@ async def test_weak_clinker_is_corrected_with_separator_speed_in_limited_steps(
         # The simulated (hidden, true) 28-day strength is back above target.
         await wait_for(lambda: mill.truth()["S28"] >= target, 30, "true strength >= target")
         assert weak < target + 1.0
+
+
+async def test_a_stopped_agent_lets_the_plc_fall_back_and_a_restart_replays_nothing(
+    tmp_path: Path,
+) -> None:
+    async with control_rig(tmp_path, min_interval_s=4.0, max_rate_per_h=100.0) as rig:
+        mill = rig.plant.mill
+        await wait_for(lambda: rig.loop("limestone").stats.writes["ok"] >= 1, 40, "a write")
+        last = [r for r in rig.records("cycle", "limestone") if r["outcome"] == "write"][-1]
+        await rig.stop()  # SIGTERM's ordered shutdown: the heartbeat stops with the loops
+        stopped = len(rig.records())
+        # The PLC's watchdog (15 s) latches and the mill falls back to local control.
+        await wait_for(lambda: mill.read("WatchdogFault").value is True, 25, "WatchdogFault")
+        assert mill.read("RemoteActive").value is False
+        assert rig.records()[stopped:] == []  # nothing after the stop, not even on the way down
+        # The operator steers by hand meanwhile.
+        mill.operator("local_setpoint", value=11.0, tag="LimestoneShareSetpoint")
+        await rig.start()  # a new process on the same state directory
+        await wait_for(lambda: len(rig.records("cycle", "limestone")) > 3 + len(
+            [r for r in rig.records("cycle", "limestone") if r["decided_at"] < last["decided_at"] + 1]
+        ), 20, "cycles after the restart")  # fmt: skip
+        after = [
+            r for r in rig.records("cycle", "limestone") if r["decided_at"] > last["decided_at"]
+        ]
+        # Still local: every cycle stops at the handshake and nothing is written.
+        assert after and all(r["outcome"] == "blocked" for r in after)
+        assert all(r["verdicts"][-1]["gate"] == "handshake" for r in after)
+        assert mill.read("RemoteActive").value is False
+        # The operator grants remote again: the remote setpoint takes the local one (bumpless),
+        # and the agent's next move starts from there - the old write is not replayed.
+        mill.operator("remote_enable", value=True)
+        await wait_for(lambda: [r for r in rig.records("cycle", "limestone")
+                                if r["outcome"] == "write" and r["decided_at"] > last["decided_at"]],
+                       30, "a fresh write")  # fmt: skip
+        fresh = [r for r in rig.records("cycle", "limestone") if r["outcome"] == "write"
+                 and r["decided_at"] > last["decided_at"]][0]  # fmt: skip
+        assert fresh["write"]["from"] == 11.0
+        assert fresh["guard"]["baseline"] == 11.0
+        assert fresh["write"]["value"] != last["write"]["value"]
+    assert verify_file(rig.state_dir / "audit.db").ok  # one chain across both processes
