@@ -246,9 +246,28 @@ def check_config(path: Path) -> str:
     return result.stdout.strip()
 
 
-def start_agent(config: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def start_agent(
+    config: Path, log: IO[bytes], pycache: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The agent; with ``pycache``, Python reads and writes its bytecode there (as an
+    installed package with compiled .pyc files would run), whatever PYTHONDONTWRITEBYTECODE
+    says in this environment."""
+    env = clean_env()
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return subprocess.Popen([EDGE_AGENT, "run", "--config", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT, env=clean_env())  # fmt: skip
+                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
+
+
+def warm_bytecode(pycache: Path) -> Path:
+    """Compile what the agent imports into ``pycache`` (see ``start_agent``)."""
+    env = clean_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    code = "import agent.app, agent.cli, agent.shell.control, onnxruntime"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+    return pycache
 
 
 def telemetry_blocks(state_dir: Path) -> int:

@@ -219,7 +219,8 @@ class Mill:
                 return "BadTypeMismatch"
             if not _INT32[0] <= value <= _INT32[1]:
                 return "BadOutOfRange"
-            self._plc.write_heartbeat(value, self._t)
+            if name == "Heartbeat":
+                self._plc.write_heartbeat(value, self._t)
             self._val[INDEX[name]] = value
             self._time[INDEX[name]] = self._t
             return "Good"
@@ -231,7 +232,8 @@ class Mill:
         x = float(value)
         if not (math.isfinite(x) and spec.hard[0] <= x <= spec.hard[1]):
             return "BadOutOfRange"
-        self._plc.remote[MV_TAGS.index(name)] = x
+        if name in MV_TAGS:
+            self._plc.remote[MV_TAGS.index(name)] = x
         self._val[INDEX[name]] = x
         self._time[INDEX[name]] = self._t
         return "Good"
@@ -240,7 +242,8 @@ class Mill:
         self, action: str, value: float | bool | None = None, tag: str | None = None
     ) -> None:
         """Operator/HMI actions: "remote_enable" (value bool; True also acknowledges a latched
-        watchdog fault), "reset_trip", "local_setpoint" (tag, value: the local SP)."""
+        watchdog fault), "reset_trip", "local_setpoint" (tag, value: the local SP),
+        "ack_advice" (value: the suggestion id the operator accepts, written to AdviceAck)."""
         if action == "remote_enable":
             if not isinstance(value, bool):
                 raise ValueError("remote_enable needs value=True or value=False")
@@ -254,6 +257,11 @@ class Mill:
             if isinstance(value, bool) or value is None or not math.isfinite(value):
                 raise ValueError(f"local_setpoint needs a finite number, got {value!r}")
             self._plc.local[MV_TAGS.index(tag)] = float(value)
+        elif action == "ack_advice":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"ack_advice needs the suggestion id, got {value!r}")
+            self._val[INDEX["AdviceAck"]] = int(value)
+            self._time[INDEX["AdviceAck"]] = self._t
         else:
             raise ValueError(f"unknown operator action {action!r}")
         self._sync_plc()

@@ -31,6 +31,7 @@ class Role(StrEnum):
     Q = "Q"
     HANDSHAKE = "handshake"
     STATUS = "status"
+    HMI = "HMI"
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,21 @@ HANDSHAKE_TAGS: tuple[TagSpec, ...] = (
     ),
 )
 
-ALL_TAGS: tuple[TagSpec, ...] = PROCESS_TAGS + HANDSHAKE_TAGS
+_BIG = (-1e9, 1e9)
+_ID = (0, 2**31 - 1)
+HMI_TAGS: tuple[TagSpec, ...] = (
+    TagSpec("AdviceValue", "", 0.0, _BIG, _BIG, 0.0, None, True, Role.HMI, Kind.DOUBLE,
+            "The agent's suggested setpoint, shown on the operator's screen"),
+    TagSpec("AdviceId", "", 0, _ID, _ID, 0.0, None, True, Role.HMI, Kind.INT32,
+            "The suggestion's id; the operator accepts it by writing it to AdviceAck"),
+    TagSpec("AdviceEffect", "MPa", 0.0, _BIG, _BIG, 0.0, None, True, Role.HMI, Kind.DOUBLE,
+            "Predicted 28-day strength if the suggestion is applied"),
+    TagSpec("AdviceAck", "", 0, _ID, _ID, 0.0, None, False, Role.HMI, Kind.INT32,
+            "The id of the suggestion the operator accepted (written at the HMI)"),
+)  # fmt: skip
+"""Advisory mode: the operator's screen (written by the agent, acknowledged by the operator)."""
+
+ALL_TAGS: tuple[TagSpec, ...] = PROCESS_TAGS + HANDSHAKE_TAGS + HMI_TAGS
 BY_NAME: dict[str, TagSpec] = {t.name: t for t in ALL_TAGS}
 
 NAMESPACE_URI = "urn:edge-agent:demo:cement-mill"

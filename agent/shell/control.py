@@ -240,6 +240,7 @@ class ControlLoop:
             "clamped": result.clamped,
         }
         rec["verdicts"].extend(vars(v) for v in result.verdicts)
+        rec["decision_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
         if result.value is None:
             rec["outcome"], rec["reason"] = "hold", f"guard: {result.reason}"
             return None

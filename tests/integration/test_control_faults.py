@@ -215,14 +215,17 @@ async def test_clock_skew_is_refused(tmp_path: Path) -> None:
 
 
 async def test_spikes_push_the_feature_out_of_the_training_range(tmp_path: Path) -> None:
-    # spike adds `magnitude` to one sample every period_s (0.3 sim s: every third sample).
-    # The agent has no rate-of-change check of its own: spiked samples enter the feature
-    # window and are refused only once the window's mean (5 s here) leaves the model's
-    # training range (feed 150-210 t/h; 180 + 180 / 3 = 240). A single spike (period_s 0)
-    # lasts one 0.1 s sample, 3 ms of wall time at x30, and is mostly never published.
+    # spike adds `magnitude` to one sample every period_s; a sample lasts 0.1 sim s, 3 ms of
+    # wall time at x30, so only the spikes that happen to be published reach the agent
+    # (0.7 s, 7 ticks, is not a divisor of the ~30 ticks per publication: the phase rotates;
+    # a one-shot spike, period_s 0, is mostly never published at all). The agent has no
+    # rate-of-change check of its own: spiked samples enter the feature window and are
+    # refused once the window's mean (5 s here) leaves the model's training range. After
+    # the spikes stop, the grindability estimate (a 30 min window of feed and power) may
+    # stay out of its training range for a while too: recovery waits for both.
     async with fault_rig(tmp_path, feature_window_s=5.0) as rig:
         await running_normally(rig)
-        rig.plant.mill.inject("spike", "FeedRate", magnitude=180.0, period_s=0.3)
+        rig.plant.mill.inject("spike", "FeedRate", magnitude=420.0, period_s=0.7)
         firsts = await assert_blocked_without_writes(
             rig, "inputs", "feed_rate = ", "is out of the training range [149.915, 210.094]"
         )

@@ -126,11 +126,14 @@ async def test_session_loss_beyond_the_watchdog_waits_for_the_operator(tmp_path:
         await wait_for(lambda: mill.read("WatchdogFault").value is True, 25, "WatchdogFault")
         await wait_for(lambda: not mill.active_faults(), 15, "the server back")
         # Reconnected (the heartbeat is accepted again), but the PLC stays local.
-        firsts = await assert_blocked_without_writes(
+        back = last_seq(rig)
+        await assert_blocked_without_writes(
             rig, "handshake", "RemoteActive is False: the PLC does not grant remote"
         )
-        assert firsts["limestone"]["handshake"]["remote"]["status"] == 0
-        assert firsts["limestone"]["handshake"]["sent"] is not None
+        rec = await first(rig, "limestone", back, lambda r: r["handshake"]["sent"] is not None,
+                          10, "a heartbeat accepted again")  # fmt: skip
+        assert rec["handshake"]["remote"] == {**rec["handshake"]["remote"], "status": 0}
+        assert blocked("handshake", "RemoteActive is False")(rec)
         assert mill.read("WatchdogFault").value is True
         assert not any("write" in r for lp in LOOPS for r in cycles(rig, lp, mark))
         mill.operator("remote_enable", value=True)  # acknowledges the fault

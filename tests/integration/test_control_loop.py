@@ -114,9 +114,46 @@ async def test_a_stopped_agent_lets_the_plc_fall_back_and_a_restart_replays_noth
         await wait_for(lambda: [r for r in rig.records("cycle", "limestone")
                                 if r["outcome"] == "write" and r["decided_at"] > last["decided_at"]],
                        30, "a fresh write")  # fmt: skip
-        fresh = [r for r in rig.records("cycle", "limestone") if r["outcome"] == "write"
-                 and r["decided_at"] > last["decided_at"]][0]  # fmt: skip
+        fresh = next(r for r in rig.records("cycle", "limestone") if r["outcome"] == "write"
+                     and r["decided_at"] > last["decided_at"])  # fmt: skip
         assert fresh["write"]["from"] == 11.0
         assert fresh["guard"]["baseline"] == 11.0
         assert fresh["write"]["value"] != last["write"]["value"]
     assert verify_file(rig.state_dir / "audit.db").ok  # one chain across both processes
+
+
+def _advisory_limestone(text: str) -> str:
+    """The limestone loop in advisory mode, on the simulated operator screen."""
+    head, tail = text.split('name = "limestone"\nmode = "closed_loop"\n', 1)
+    return (head + 'name = "limestone"\nmode = "advisory"\nadvice_value_tag = "AdviceValue"\n'
+            'advice_id_tag = "AdviceId"\nadvice_effect_tag = "AdviceEffect"\n'
+            'ack_tag = "AdviceAck"\n' + tail)  # fmt: skip
+
+
+async def test_advisory_mode_shows_the_suggestion_and_writes_only_after_the_ack(
+    tmp_path: Path,
+) -> None:
+    async with control_rig(tmp_path, edit=_advisory_limestone, min_interval_s=2.0) as rig:
+        mill = rig.plant.mill
+        start = mill.read("LimestoneShareSetpoint").value
+        await wait_for(lambda: mill.read("AdviceId").value, 30, "a suggestion on the screen")
+        advice_id, value = mill.read("AdviceId").value, mill.read("AdviceValue").value
+        assert value == float(start or 0.0) + 0.5
+        assert 45.0 < float(mill.read("AdviceEffect").value or 0.0) < 60.0  # predicted S28
+        # Nobody acknowledged: cycles keep advising, the setpoint does not move.
+        await wait_for(lambda: len([r for r in rig.records("cycle", "limestone")
+                                    if r["outcome"] == "advise"]) >= 3, 20, "advice cycles")  # fmt: skip
+        assert mill.read("LimestoneShareSetpoint").value == start
+        assert rig.loop("limestone").stats.writes["ok"] == 0
+        # An acknowledgement of another id does nothing.
+        mill.operator("ack_advice", value=int(advice_id or 0) + 1)
+        await wait_for(lambda: len([r for r in rig.records("cycle", "limestone")
+                                    if r["outcome"] == "advise"]) >= 5, 20, "more advice")  # fmt: skip
+        assert mill.read("LimestoneShareSetpoint").value == start
+        # The operator accepts this suggestion: the agent writes it, once, and reads it back.
+        mill.operator("ack_advice", value=int(advice_id or 0))
+        await wait_for(lambda: rig.loop("limestone").stats.writes["ok"] >= 1, 20, "the write")
+        write = next(r for r in rig.records("cycle", "limestone") if r["outcome"] == "write")
+        assert write["advice"]["id"] == advice_id and write["advice"]["acknowledged"]
+        assert write["write"]["value"] == value and write["write"]["readback"] == value
+        assert mill.read("LimestoneShareSetpoint").value == value

@@ -63,7 +63,7 @@ def _nan_when_c3s_low(threshold: float) -> bytes:
     ])  # fmt: skip
     onnx.checker.check_model(model)
     assert graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(

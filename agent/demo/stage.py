@@ -1,0 +1,203 @@
+"""The demo's stage: the simulated plant, the reference cloud and a restartable agent.
+
+Owns: the demo's time compression (6 h of plant time in the demo's wall duration), the demo
+configuration compressed to that scale (loop timings are wall-clock, so cadence, minimum
+intervals, rate limits and the C3S window shrink by the same factor), starting and stopping
+the real `App` on one state directory (twice: the restart of the story), the tallies that
+outlive one agent run (writes, refusals, samples buffered), the log of plant events the
+loop-off counterfactual replays, and the record of the hidden plant truth over time.
+Must not: draw the screen, decide the story (agent.demo.scenario) or reach into the agent's
+decisions: it reads `LoopStats` and counters the agent already publishes.
+Invariants: at most one App runs at a time and each one is stopped (ordered shutdown) before
+the next starts; every event applied to the plant is logged with its exact plant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.app import App
+from agent.configfile import load_config
+from agent.core.loop_stats import LoopStats
+from agent.demo.cloud import CloudReceiver
+from agent.demo.runner import SimulatedPlant
+
+PLANT_SPAN_S = 6 * 3600.0
+"""Plant time the story covers, whatever the wall duration."""
+LAB_TIME_SCALE = 10.0
+"""The lab answers 10x faster than a real one (C3S in 3 min instead of 30 min)."""
+S28_TARGET_MPA = 47.5
+WATCHDOG_WALL_S = 15.0
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def compress(text: str, scale: float) -> str:
+    """The demo config with its wall-clock loop timings divided by `scale` (see docs/demo.md)."""
+
+    def scaled(key: str, fn: Any) -> None:
+        nonlocal text
+        text = re.sub(rf"(?m)^{key} = ([\d.]+)", lambda m: f"{key} = {fn(float(m[1]))!r}", text)
+
+    scaled("cadence_s", lambda v: max(1.0, round(v / scale, 3)))
+    scaled("min_interval_s", lambda v: round(v / scale, 3))
+    scaled("max_rate_per_h", lambda v: round(v * scale, 3))
+    scaled("readback_timeout_s", lambda v: 5.0)
+    scaled("window_s", lambda v: 1.0)  # the latest C3S result only (docs/demo.md)
+    text = text.replace('\nmodel = "vrm-quality"\n', f'\nmodel = "vrm-quality"\n'
+                        f"feature_window_s = {max(1.0, round(60.0 / scale, 3))!r}\n")  # fmt: skip
+    text = text.replace('models_dir = "../models"', f'models_dir = "{MODELS}"')
+    text = text.replace('model_public_key_file = "../models/', f'model_public_key_file = "{MODELS}/')
+    text = text.replace('log_level = "info"', 'log_level = "warning"')
+    return text.replace("[api]\n", "[api]\nenabled = false\n")
+
+
+@dataclass
+class Tally:
+    """What the agent did over all its runs in this demo."""
+
+    writes: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    samples_buffered: int = 0
+    writes_after_restart: int = 0
+
+
+@dataclass(frozen=True)
+class TruthRow:
+    """One record of the hidden plant state (and what the agent predicted at that moment)."""
+
+    plant_s: float  # plant seconds since the start
+    s28: float
+    s_clk: float
+    separator: float
+    limestone: float
+    cf: float
+    spec_energy: float
+    feed: float
+    predicted_s28: float | None
+
+
+def co2_per_t(cf: float, spec_energy: float) -> float:
+    """kg CO2 per tonne of cement: clinker factor x 830 + kWh/t x 0.4 (plant-model 2.3)."""
+    return cf * 830.0 + spec_energy * 0.4
+
+
+class Stage:
+    """The plant, the cloud and the agent of one demo run."""
+
+    def __init__(self, plant: SimulatedPlant, cloud: CloudReceiver, config: Path) -> None:
+        self.plant, self.cloud, self.config = plant, cloud, config
+        self.state_dir = config.parent / "state"
+        self.state_dir.mkdir(mode=0o750, exist_ok=True)
+        self.start_time = plant.mill.time
+        self.agent_id = load_config(config).settings.agent.id
+        self.app: App | None = None
+        self.runs = 0
+        self.events: list[tuple[float, str, dict[str, float]]] = []
+        self.truth: list[TruthRow] = []
+        self._task: asyncio.Task[None] | None = None
+        self._past = Tally()
+
+    @property
+    def plant_s(self) -> float:
+        """Plant seconds since the story started."""
+        return self.plant.mill.time - self.start_time
+
+    async def start_agent(self) -> App:
+        """A new App on the demo's state directory; returns once its loops exist."""
+        if self.app is not None:
+            raise RuntimeError("the agent is already running")
+        app = App(load_config(self.config), self.state_dir)
+        self.app, self.runs = app, self.runs + 1
+        self._task = asyncio.create_task(app.run(), name=f"agent-{self.runs}")
+        while app.control is None and not self._task.done():
+            await asyncio.sleep(0.05)
+        if self._task.done():
+            self._task.result()  # raise what stopped it
+        return app
+
+    async def stop_agent(self) -> None:
+        """Ordered shutdown of the running App (control first: the heartbeat stops)."""
+        app, task, self.app, self._task = self.app, self._task, None, None
+        if app is None or task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._fold(app, self._past, restarted=self.runs > 1)
+
+    def _fold(self, app: App, into: Tally, *, restarted: bool) -> None:
+        for stats in app.loop_stats:
+            into.writes.update(stats.writes)
+            into.outcomes.update(stats.outcomes)
+            for (gate, verdict), n in stats.verdicts.items():
+                if verdict == "refuse":
+                    into.refusals[gate] += n
+            if restarted:
+                into.writes_after_restart += stats.writes["ok"]
+        if app.builder is not None:
+            into.samples_buffered += app.builder.samples
+
+    def tally(self) -> Tally:
+        """Totals over every agent run so far, the running one included."""
+        out = Tally(Counter(self._past.writes), Counter(self._past.refusals),
+                    Counter(self._past.outcomes), self._past.samples_buffered,
+                    self._past.writes_after_restart)  # fmt: skip
+        if self.app is not None:
+            self._fold(self.app, out, restarted=self.runs > 1)
+        return out
+
+    def loop(self, name: str) -> LoopStats | None:
+        if self.app is None:
+            return None
+        return next((s for s in self.app.loop_stats if s.name == name), None)
+
+    def inject(self, kind: str, **params: float) -> None:
+        """Apply a plant event now and log it for the counterfactual."""
+        self.plant.mill.inject(kind, **params)
+        self.events.append((self.plant_s, kind, dict(params)))
+
+    def record(self) -> None:
+        """Append one truth row (called every half second of wall time)."""
+        t = self.plant.mill.truth()
+        sep = self.loop("separator")
+        predicted = (sep.last.get("predicted") or {}).get("s28") if sep is not None else None
+        self.truth.append(
+            TruthRow(self.plant_s, t["S28"], t["S_clk"], t["n"], t["LS"], t["CF"], t["e_ss"],
+                     t["F_m"], predicted)  # fmt: skip
+        )
+
+    async def drain(self, timeout_s: float) -> int:
+        """Upload what the last agent run left in the buffer, as its next start would; returns
+        the blocks still pending (0 when everything reached the receiver)."""
+        from agent.clock import SystemClock
+        from agent.shell.buffer import Buffer
+        from agent.shell.uploader import Uploader
+
+        loaded = load_config(self.config)
+        s = loaded.settings
+        clock = SystemClock()
+        buffer = await Buffer.open(self.state_dir / "buffer.db", agent_id=s.agent.id,
+                                   max_bytes=s.sync.max_buffer_bytes, clock=clock)  # fmt: skip
+        uploader = Uploader(buffer, s.sync, agent_id=s.agent.id, token=None, clock=clock,
+                            base_dir=self.config.parent)  # fmt: skip
+        task = asyncio.create_task(uploader.run(), name="demo-drain")
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while buffer.budget().blocks_pending and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+            return buffer.budget().blocks_pending
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await buffer.close()
+
+    def received_samples(self) -> int:
+        return self.cloud.store.counts(self.agent_id).get("samples", 0)
