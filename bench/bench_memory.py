@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
 import statistics
 import sys
@@ -70,7 +71,7 @@ class Point:
 def metrics(api_port: int) -> dict[str, float]:
     """Sums of the agent's Prometheus families we print (by family name, labels summed)."""
     url = f"http://127.0.0.1:{api_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (127.0.0.1)
+    with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     sums: dict[str, float] = {}
     for line in text.splitlines():
@@ -85,6 +86,27 @@ def slope_per_hour(points: list[Point], attr: str) -> float:
         return float("nan")
     fit = statistics.linear_regression([p.t for p in points], [getattr(p, attr) for p in points])
     return fit.slope * 3600.0
+
+
+def watch(
+    args: argparse.Namespace, pid: int, server_pid: int, first: float
+) -> tuple[list[Point], float, float, float]:
+    """Sample the agent's memory for ``args.duration`` s; (points, wall, agent CPU s, server
+    CPU s)."""
+    points: list[Point] = []
+    cpu0, server0 = cpu_of(pid), cpu_of(server_pid)
+    next_report = first + 60.0
+    while (now := time.monotonic()) - first < args.duration:
+        m = memory_of(pid)
+        points.append(Point(now - first, m.rss / MIB, m.pss / MIB, m.uss / MIB, m.hwm / MIB,
+                            m.threads))  # fmt: skip
+        if now >= next_report:
+            next_report += 60.0
+            print(f"   t={now - first:5.0f} s  RSS {m.rss / MIB:6.1f} MiB  USS {m.uss / MIB:6.1f}"
+                  f"  peak {m.hwm / MIB:6.1f}  load {load()}", flush=True)  # fmt: skip
+        time.sleep(args.interval)
+    wall = time.monotonic() - first
+    return points, wall, cpu_of(pid) - cpu0, cpu_of(server_pid) - server0
 
 
 def scenario(args: argparse.Namespace, sync: bool, tmp: Path) -> None:
@@ -123,27 +145,13 @@ def scenario(args: argparse.Namespace, sync: bool, tmp: Path) -> None:
                 time.sleep(0.05)
             first = time.monotonic()
             print(f"   first sample buffered {first - began:.2f} s after start", flush=True)
-            points: list[Point] = []
-            cpu0, others0 = cpu_of(agent.pid), cpu_of(server_pid)
-            next_report = first + 60.0
-            while (now := time.monotonic()) - first < args.duration:
-                m = memory_of(agent.pid)
-                points.append(Point(now - first, m.rss / MIB, m.pss / MIB, m.uss / MIB,
-                                    m.hwm / MIB, m.threads))  # fmt: skip
-                if now >= next_report:
-                    next_report += 60.0
-                    print(f"   t={now - first:5.0f} s  RSS {m.rss / MIB:6.1f} MiB  "
-                          f"USS {m.uss / MIB:6.1f}  peak {m.hwm / MIB:6.1f}  load {load()}",
-                          flush=True)  # fmt: skip
-                time.sleep(args.interval)
-            wall = time.monotonic() - first
-            cpu = cpu_of(agent.pid) - cpu0
-            server_cpu = cpu_of(server_pid) - others0
+            points, wall, cpu, server_cpu = watch(args, agent.pid, server_pid, first)
             figures = metrics(api_port)
         finally:
             code = stop(agent, 60)
-    warnings = sum('"level":"warning"' in line or '"level":"error"' in line
-                   for line in (folder / "agent.log").read_text().splitlines())  # fmt: skip
+    warnings = sum(json.loads(line).get("level") in ("warning", "error")
+                   for line in (folder / "agent.log").read_text().splitlines()
+                   if line.startswith("{"))  # fmt: skip
     report(name, args, points, wall=wall, cpu=cpu, server_cpu=server_cpu, figures=figures,
            exit_code=code, warnings=warnings, receiver=receiver_pid is not None)  # fmt: skip
     if args.csv:
@@ -178,15 +186,19 @@ def report(
           f"{TARGET_MIB:g}, {rss / STRETCH_MIB:.2f} x stretch {STRETCH_MIB:g}")  # fmt: skip
     print(f"   peak RSS (VmHWM) {peak:6.1f} MiB; USS {uss:.1f} MiB, PSS {pss:.1f} MiB; "
           f"threads {steady[-1].threads}")  # fmt: skip
-    print(f"   growth: slope {slope:+.2f} MiB/h RSS, {uss_slope:+.2f} MiB/h USS ({hour}); "
-          f"last tenth minus first tenth {drift:+.2f} MiB over {span:.0f} s; "
-          f"ratio to {GROWTH_TARGET_MIB:g} MiB/h: {abs(slope) / GROWTH_TARGET_MIB:.2f}")
-    print(f"   agent CPU {100 * cpu / wall:.1f} % of a core, plant server {100 * server_cpu / wall:.1f}"
-          f" %; samples emitted {samples:,.0f} ({samples / max(points[-1].t, 1):,.0f}/s over the "
-          f"run); load {load()}")  # fmt: skip
+    print(
+        f"   growth: slope {slope:+.2f} MiB/h RSS, {uss_slope:+.2f} MiB/h USS ({hour}); "
+        f"last tenth minus first tenth {drift:+.2f} MiB over {span:.0f} s; "
+        f"ratio to {GROWTH_TARGET_MIB:g} MiB/h: {abs(slope) / GROWTH_TARGET_MIB:.2f}"
+    )
+    print(f"   agent CPU {100 * cpu / wall:.1f} % of a core, plant server "
+          f"{100 * server_cpu / wall:.1f} %; samples emitted {samples:,.0f} "
+          f"({samples / max(points[-1].t, 1):,.0f}/s over the run); load {load()}")  # fmt: skip
     if receiver:
-        print(f"   upload acks {figures.get('edge_agent_upload_acks_total', 0):,.0f}, "
-              f"blocks pending {figures.get('edge_agent_buffer_blocks_pending', 0):,.0f}")
+        print(
+            f"   upload acks {figures.get('edge_agent_upload_acks_total', 0):,.0f}, "
+            f"blocks pending {figures.get('edge_agent_buffer_blocks_pending', 0):,.0f}"
+        )
     print(f"   agent exit code {exit_code}, warning/error log lines {warnings}", flush=True)
 
 
@@ -201,7 +213,7 @@ def main() -> None:
     parser.add_argument("--sync", choices=["on", "off", "both"], default="on")
     parser.add_argument("--csv", help="write the samples to CSV-on.csv / CSV-off.csv")
     parser.add_argument("--bytecode", action="store_true",
-                        help="run the agent from compiled bytecode (PYTHONPYCACHEPREFIX)")  # fmt: skip
+                        help="run the agent from .pyc files (PYTHONPYCACHEPREFIX)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}; load {load()}")

@@ -93,9 +93,9 @@ def one_start(
             buffered = time.time() - began
         finally:
             code = stop(agent, 60)
-    if code != 0:
-        tail = "\n".join(log_path.read_text().splitlines()[-5:])
-        raise RuntimeError(f"the agent exited with {code}; the end of its log:\n{tail}")
+    if code != 0:  # reported, not fatal: the start-up was measured before the stop
+        tail = "\n".join(log_path.read_text().splitlines()[-3:])
+        print(f"   the agent exited with {code} after SIGTERM; the end of its log:\n{tail}")
     times = {event: stamp - began for event, stamp in log_times(log_path).items()}
     return {**times, "first_sample_buffered": buffered}
 

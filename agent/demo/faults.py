@@ -170,7 +170,9 @@ class FaultSet:
             return value + f.num("magnitude")
         if t < f.next_spike:
             return value
-        f.next_spike = t + period - 1e-9  # the next sample at least period_s later
+        # The next sample at least period_s later; 1 ms of slack (not 1e-9: unix times near
+        # 1.7e9 are only precise to ~2.4e-7, so a tiny margin made the period jitter a tick).
+        f.next_spike = t + period - min(1e-3, period / 2)
         return value + f.num("magnitude")
 
     def transform(self, tag: str, value: Value, t: float) -> tuple[Value, str, float]:

@@ -1,48 +1,42 @@
-"""`edge-agent demo`: the simulated mill and the agent reading it, together in one process.
+"""`edge-agent demo`: the whole story of the plant loop, in one process, in about 3 minutes.
 
-Owns: the demo's process life (start the simulated plant, start the agent on a copy of
-config/demo.toml pointed at the plant's ports, watch, stop on Ctrl-C or after `--duration`),
-the live terminal view (rich) and the plain line output used when stdout is not a terminal.
-Must not: show the mill's Python state as if the agent saw it: every value in the tables is
-the agent's latest sample, as it arrived over OPC UA or Modbus.
-Invariants: exits 0 after `--duration`; everything it started is stopped on exit (the
-agent first, then the plant); the demo's state lives in a temporary directory.
+Owns: the demo's process life (start the simulated plant, the reference cloud receiver and
+the agent on a copy of config/demo.toml pointed at them, play agent.demo.scenario, then the
+summary and the chart), the refresh loop of the live view (agent.demo.view) or of the
+plain lines when stdout is not a terminal, the truth record every half second, and
+clean-up on the way out (Ctrl-C or SIGTERM included).
+Must not: decide the story (scenario), compute figures (summary) or draw (view, chart).
+Invariants: exits 0 after a complete story; everything it started is stopped on exit (the
+agent first, then the cloud and the plant); the demo's state lives in a temporary directory;
+everything listens on 127.0.0.1; the chart and the agent's log are kept (paths printed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import re
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-from agent.app import App
 from agent.configfile import load_config
+from agent.demo import chart
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
+from agent.demo.scenario import MIN_DURATION_S, play
+from agent.demo.stage import LAB_TIME_SCALE, PLANT_SPAN_S, WATCHDOG_WALL_S, Stage, compress
+from agent.demo.summary import figures, lines, loop_off, story
+from agent.demo.view import Plain, Story, render
 from agent.logs import configure_logging
-from drivers.base import Sample
 
-MILL_SHOWN = (
-    "FeedRate", "SeparatorSpeed", "LimestoneShare", "MillPower", "MillDifferentialPressure",
-    "Vibration", "MillOutletTemperature", "ProductFineness", "LabBlaine", "LabStrength28d",
-    "SeparatorSpeedSetpointEffective", "Running", "RemoteEnable", "RemoteActive",
-    "WatchdogFault", "HeartbeatEcho",
-)  # fmt: skip
-MODBUS_SHOWN = (
-    "TotalFeedRate", "ClinkerFeedRate", "LimestoneFeedRate", "BagCount", "PackingRate",
-    "LastBagWeight",
-)  # fmt: skip
-LINE_TAGS = ("FeedRate", "SeparatorSpeed", "MillPower", "ProductFineness", "RemoteActive",
-             "WatchdogFault", "TotalFeedRate", "BagCount")  # fmt: skip
+DEFAULT_DURATION_S = 180.0
 REFRESH_S = 0.5
 
 
@@ -67,127 +61,74 @@ def write_demo_config(folder: Path, opcua_url: str, modbus_port: int, cloud_url:
     return path
 
 
-def _fmt(sample: Sample | None) -> tuple[str, str, str]:
-    if sample is None:
-        return "-", "no data yet", "-"
-    raw = sample.value
-    if isinstance(raw, bool):
-        text = "yes" if raw else "no"
-    elif isinstance(raw, float):
-        text = "-" if math.isnan(raw) else f"{raw:,.2f}"
-    else:
-        text = "-" if raw is None else str(raw)
-    return text, sample.quality.name.lower(), f"{time.time() - sample.source_time:.1f} s"
-
-
-def _view(app: App, plant: SimulatedPlant, cloud: CloudReceiver, elapsed: float) -> Group:
-    units = {tag.name: tag.unit for tag in app.loaded.settings.tags}
-    tables = []
-    for title, names in (
-        (f"Mill 1, as the agent reads it over OPC UA ({plant.opcua_url})", MILL_SHOWN),
-        (f"Feeders and packer over Modbus TCP (127.0.0.1:{plant.modbus_port})", MODBUS_SHOWN),
-    ):
-        table = Table(title=title, expand=True)
-        for column in ("tag", "value", "unit", "quality", "age"):
-            table.add_column(column, justify="right" if column in ("value", "age") else "left")
-        for name in names:
-            text, quality, age = _fmt(app.latest.get(name))
-            table.add_row(name, text, units.get(name, ""), quality, age)
-        tables.append(table)
-    drivers = ", ".join(f"{d.name} {d.state}" for d in app.drivers)
-    sync = _sync_line(app, cloud)
-    received = ", ".join(f"{k} {v:,}" for k, v in sorted(app.latest.received.items()))
-    note = (
-        f"[bold]t = {elapsed:5.1f} s[/] wall, mill simulated x{plant.time_scale:g} | "
-        f"sources: {drivers} | samples received: {received}\n{sync}\n"
-        "The control loop is not running yet, so nobody writes the PLC heartbeat: the "
-        "simulated PLC latches its watchdog and keeps the mill in local control."
-    )
-    return Group(*tables, note)
-
-
-def _sync_line(app: App, cloud: CloudReceiver) -> str:
-    """Buffer and sync state: the outage budget and what the receiver holds."""
-    if app.buffer is None:
-        return "buffer: opening"
-    budget = app.buffer.budget()
-    oldest = "-" if budget.oldest_unsent_age_s is None else f"{budget.oldest_unsent_age_s:.0f} s"
-    hours = "-" if budget.hours_left is None else f"{budget.hours_left:,.0f} h"
-    acked = app.uploader.stats().acks if app.uploader is not None else 0
-    held = cloud.store.counts(app.loaded.settings.agent.id).get("samples", 0)
-    return (
-        f"buffer: {budget.bytes_used / 1e6:.2f} MB, {budget.blocks_pending} blocks pending, "
-        f"oldest unsent {oldest}, {hours} left at this rate | sync: {acked} blocks "
-        f"acknowledged, the cloud holds {held:,} samples"
-    )
-
-
-def _line(app: App, elapsed: float) -> str:
-    parts = [f"t={elapsed:6.1f}s"]
-    units = {tag.name: tag.unit for tag in app.loaded.settings.tags}
-    for name in LINE_TAGS:
-        text = _fmt(app.latest.get(name))[0]
-        parts.append(f"{name}={text}{' ' + units[name] if units.get(name) else ''}")
-    return " ".join(parts)
-
-
-async def _watch(
-    app: App, plant: SimulatedPlant, cloud: CloudReceiver, duration_s: float | None, plain: bool
-) -> None:
-    start = time.monotonic()
+async def _watch(stage: Stage, story: Story, duration_s: float, plain: bool,
+                 scenario: asyncio.Task[None]) -> None:  # fmt: skip
+    """Refresh the view and record the truth until the scenario ends."""
+    printer = Plain(stage, story)
     live = contextlib.nullcontext() if plain else Live(console=Console(), auto_refresh=False)
-    last_line = -math.inf
     with live as screen:
-        while duration_s is None or time.monotonic() - start < duration_s:
-            elapsed = time.monotonic() - start
+        while True:
+            stage.record()
             if screen is not None:
-                screen.update(_view(app, plant, cloud, elapsed), refresh=True)
-            elif elapsed - last_line >= 2.0:
-                last_line = elapsed
-                print(_line(app, elapsed), "|", _sync_line(app, cloud), flush=True)
+                screen.update(render(stage, story, duration_s), refresh=True)
+            else:
+                for line in printer.lines():
+                    print(line, flush=True)
+            if scenario.done():
+                scenario.result()  # raise what stopped it
+                return
             await asyncio.sleep(REFRESH_S)
-    received = ", ".join(f"{k} {v}" for k, v in sorted(app.latest.received.items()))
-    print(
-        f"demo finished after {time.monotonic() - start:.1f} s: the agent received samples "
-        f"over OPC UA and Modbus: {received}",
-        flush=True,
-    )
 
 
-async def _demo(
-    *,
-    duration_s: float | None,
-    seed: int,
-    time_scale: float,
-    opcua_port: int,
-    modbus_port: int,
-    plain: bool,
-) -> None:
+async def _demo(*, duration_s: float, seed: int, opcua_port: int, modbus_port: int,
+                plain: bool, out: Path, stamp: str) -> None:  # fmt: skip
+    scale = PLANT_SPAN_S / duration_s
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as folder:
         async with (
-            SimulatedPlant(seed=seed, time_scale=time_scale, lab_time_scale=1440.0,
-                           opcua_port=opcua_port, modbus_port=modbus_port) as plant,
+            SimulatedPlant(seed=seed, time_scale=scale, lab_time_scale=LAB_TIME_SCALE,
+                           opcua_port=opcua_port, modbus_port=modbus_port, lab_noise=False,
+                           wd_timeout_s=WATCHDOG_WALL_S * scale) as plant,
             CloudReceiver(Path(folder) / "cloud") as cloud,
         ):  # fmt: skip
-            loaded = load_config(
-                write_demo_config(Path(folder), plant.opcua_url, plant.modbus_port, cloud.url)
-            )
-            state_dir = loaded.settings.agent.state_dir
-            state_dir.mkdir(mode=0o750)
-            app = App(loaded, state_dir)
-            print(
-                f"simulated mill serving OPC UA at {plant.opcua_url} and Modbus TCP at "
-                f"127.0.0.1:{plant.modbus_port}; the agent reads "
-                f"{len(loaded.settings.tags)} tags from it (Ctrl-C to stop)",
-                flush=True,
-            )
-            agent = asyncio.create_task(app.run(), name="agent")
+            path = write_demo_config(Path(folder), plant.opcua_url, plant.modbus_port, cloud.url)
+            path.write_text(compress(path.read_text(encoding="utf-8"), scale), encoding="utf-8")
+            load_config(path)  # a broken demo config fails here, before anything else
+            stage = Stage(plant, cloud, path)
+            print(f"simulated mill serving OPC UA at {plant.opcua_url} and Modbus TCP at "
+                  f"127.0.0.1:{plant.modbus_port}; reference cloud at {cloud.url}; "
+                  f"{PLANT_SPAN_S / 3600:.0f} plant hours in {duration_s:.0f} s "
+                  f"(x{scale:.0f}); Ctrl-C to stop", flush=True)  # fmt: skip
+            said = Story()
+
+            def announce(key: str, text: str) -> None:
+                said.said.append((key, said.elapsed(), stage.plant_s, text))
+
+            scenario = asyncio.create_task(play(stage, announce), name="scenario")
             try:
-                await _watch(app, plant, cloud, duration_s, plain)
+                await _watch(stage, said, duration_s, plain, scenario)
             finally:
-                agent.cancel()
+                scenario.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await agent
+                    await scenario
+                await stage.stop_agent()
+            pending = await stage.drain(30.0)
+            off = await asyncio.to_thread(
+                loop_off, seed=seed, start_time=stage.start_time, rows=stage.truth,
+                events=stage.events, lab_time_scale=LAB_TIME_SCALE,
+                wd_timeout_s=WATCHDOG_WALL_S * scale,
+            )  # fmt: skip
+            figs = figures(stage.truth, off, stage.tally(), stage.received_samples(),
+                           stage.audit())  # fmt: skip
+            png = chart.draw(out / f"story-{stamp}.png", stage.truth, off,
+                             [(key, plant_s) for key, _, plant_s, _ in said.said])  # fmt: skip
+            for line in story(figs):
+                print(line)
+            for line in lines(figs) if plain else []:
+                print(line)
+            if pending:
+                print(f"summary: blocks_left_in_buffer={pending}")
+            print(f"chart: {png}")
+            print(f"agent log: {out / f'story-{stamp}.log'}", flush=True)
 
 
 def run_demo(
@@ -199,19 +140,37 @@ def run_demo(
     modbus_port: int,
     plain: bool,
 ) -> int:
-    """Run the demo in this process; return the exit code."""
-    configure_logging("warning")
+    """Run the demo in this process; return the exit code. `time_scale` is not used: the
+    story always covers 6 plant hours, so the scale follows from the duration."""
+    del time_scale
+    duration = DEFAULT_DURATION_S if duration_s is None else duration_s
+    if duration < MIN_DURATION_S:
+        print(f"edge-agent demo: --duration must be at least {MIN_DURATION_S:g} s to tell the "
+              f"whole story, found {duration:g}", file=sys.stderr)  # fmt: skip
+        return 2
+    out = Path(tempfile.gettempdir()) / "edge-agent-demo"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with (out / f"story-{stamp}.log").open("w", encoding="utf-8") as log:
+        configure_logging("info", json=True, stream=log)
+        return _run(log, duration=duration, seed=seed, opcua_port=opcua_port,
+                    modbus_port=modbus_port, plain=plain, out=out, stamp=stamp)  # fmt: skip
+
+
+def _run(log: TextIO, *, duration: float, seed: int, opcua_port: int, modbus_port: int,
+         plain: bool, out: Path, stamp: str) -> int:  # fmt: skip
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await _demo(duration_s=duration, seed=seed, opcua_port=opcua_port,
+                    modbus_port=modbus_port, plain=plain, out=out, stamp=stamp)  # fmt: skip
+
     try:
-        asyncio.run(
-            _demo(
-                duration_s=duration_s,
-                seed=seed,
-                time_scale=time_scale,
-                opcua_port=opcua_port,
-                modbus_port=modbus_port,
-                plain=plain,
-            )
-        )
-    except KeyboardInterrupt:
-        print("demo stopped", file=sys.stderr)
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("demo stopped; everything it started has been stopped", file=sys.stderr)
+        return 130
+    finally:
+        log.flush()
     return 0

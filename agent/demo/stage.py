@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 import re
+import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.app import App
 from agent.configfile import load_config
+from agent.core.audit_chain import ChainReport
 from agent.core.loop_stats import LoopStats
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
+from agent.shell.audit import verify_file
 
 PLANT_SPAN_S = 6 * 3600.0
 """Plant time the story covers, whatever the wall duration."""
@@ -51,8 +57,15 @@ def compress(text: str, scale: float) -> str:
     scaled("window_s", lambda v: 1.0)  # the latest C3S result only (docs/demo.md)
     text = text.replace('\nmodel = "vrm-quality"\n', f'\nmodel = "vrm-quality"\n'
                         f"feature_window_s = {max(1.0, round(60.0 / scale, 3))!r}\n")  # fmt: skip
+    # Keep each lever a step inside the model's training range (separator 850-1050 rpm,
+    # limestone 10-14 %): at the edge, sensor noise takes the measured value out of the range
+    # and the input gate blocks both loops (docs/demo.md).
+    text = text.replace("envelope_max = 1050.0", "envelope_max = 1040.0")
+    text = text.replace("envelope_max = 14.0", "envelope_max = 13.5")
     text = text.replace('models_dir = "../models"', f'models_dir = "{MODELS}"')
-    text = text.replace('model_public_key_file = "../models/', f'model_public_key_file = "{MODELS}/')
+    text = text.replace(
+        'model_public_key_file = "../models/', f'model_public_key_file = "{MODELS}/'
+    )
     text = text.replace('log_level = "info"', 'log_level = "warning"')
     return text.replace("[api]\n", "[api]\nenabled = false\n")
 
@@ -83,6 +96,16 @@ class TruthRow:
     predicted_s28: float | None
 
 
+async def until(check: Callable[[], object], timeout_s: float = math.inf) -> bool:
+    """Poll `check` every 0.1 s until it is truthy (True) or `timeout_s` passes (False)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
 def co2_per_t(cf: float, spec_energy: float) -> float:
     """kg CO2 per tonne of cement: clinker factor x 830 + kWh/t x 0.4 (plant-model 2.3)."""
     return cf * 830.0 + spec_energy * 0.4
@@ -101,6 +124,7 @@ class Stage:
         self.runs = 0
         self.events: list[tuple[float, str, dict[str, float]]] = []
         self.truth: list[TruthRow] = []
+        self.last_write: dict[str, dict[str, Any]] = {}  # by loop, over every agent run
         self._task: asyncio.Task[None] | None = None
         self._past = Tally()
 
@@ -116,10 +140,10 @@ class Stage:
         app = App(load_config(self.config), self.state_dir)
         self.app, self.runs = app, self.runs + 1
         self._task = asyncio.create_task(app.run(), name=f"agent-{self.runs}")
-        while app.control is None and not self._task.done():
-            await asyncio.sleep(0.05)
-        if self._task.done():
-            self._task.result()  # raise what stopped it
+        task = self._task
+        await until(lambda: app.control is not None or task.done())
+        if task.done():
+            task.result()  # raise what stopped it
         return app
 
     async def stop_agent(self) -> None:
@@ -160,18 +184,20 @@ class Stage:
 
     def inject(self, kind: str, **params: float) -> None:
         """Apply a plant event now and log it for the counterfactual."""
-        self.plant.mill.inject(kind, **params)
+        self.plant.mill.inject(kind, None, **params)
         self.events.append((self.plant_s, kind, dict(params)))
 
     def record(self) -> None:
         """Append one truth row (called every half second of wall time)."""
+        for name in ("separator", "limestone"):
+            st = self.loop(name)
+            if st is not None and st.last.get("outcome") == "write":
+                self.last_write[name] = dict(st.last["write"])
         t = self.plant.mill.truth()
         sep = self.loop("separator")
         predicted = (sep.last.get("predicted") or {}).get("s28") if sep is not None else None
-        self.truth.append(
-            TruthRow(self.plant_s, t["S28"], t["S_clk"], t["n"], t["LS"], t["CF"], t["e_ss"],
-                     t["F_m"], predicted)  # fmt: skip
-        )
+        row = (self.plant_s, t["S28"], t["S_clk"], t["n"], t["LS"], t["CF"], t["e_ss"], t["F_m"])
+        self.truth.append(TruthRow(*row, predicted))
 
     async def drain(self, timeout_s: float) -> int:
         """Upload what the last agent run left in the buffer, as its next start would; returns
@@ -189,15 +215,29 @@ class Stage:
                             base_dir=self.config.parent)  # fmt: skip
         task = asyncio.create_task(uploader.run(), name="demo-drain")
         try:
-            deadline = asyncio.get_running_loop().time() + timeout_s
-            while buffer.budget().blocks_pending and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.1)
+            await until(lambda: not buffer.budget().blocks_pending, timeout_s)
             return buffer.budget().blocks_pending
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await buffer.close()
+
+    def audit(self) -> tuple[ChainReport, Counter[str]]:
+        """The audit chain's verification and the reasons of every cycle that did not write,
+        with numbers masked ("guard: min_interval: 2.1 s ..." -> "guard: min_interval: # s")."""
+        path = self.state_dir / "audit.db"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM audit")]
+        finally:
+            db.close()
+        reasons: Counter[str] = Counter()
+        for body in bodies:
+            if body.get("kind") == "cycle" and body.get("outcome") != "write":
+                reason = str(body.get("reason") or body.get("outcome"))
+                reasons[re.sub(r"-?\d[\d.,e+-]*", "#", reason)] += 1
+        return verify_file(path), reasons
 
     def received_samples(self) -> int:
         return self.cloud.store.counts(self.agent_id).get("samples", 0)

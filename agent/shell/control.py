@@ -161,7 +161,7 @@ class ControlLoop:
         if self.stopped is not None:
             st.state = f"stopped: {self.stopped}"
         event = await self._audit.record("cycle", rec, loop=lp.name, move=move)
-        if rec["outcome"] == "write" and move is not None:
+        if move is not None:
             self.history = MoveHistory(
                 (
                     *(m for m in self.history.moves if m[0] > now - RATE_WINDOW_S),
@@ -245,22 +245,42 @@ class ControlLoop:
             rec["outcome"], rec["reason"] = "hold", f"guard: {result.reason}"
             return None
         rec["suggestion"] = result.value
+        return await self._act(current, result.value, choice, rec, now=now, started=started)
+
+    async def _act(
+        self,
+        current: float,
+        value: float,
+        choice: dict[str, Any],
+        rec: dict[str, Any],
+        *,
+        now: float,
+        started: float,
+    ) -> tuple[float, float] | None:
+        """Shadow: log; advisory: show and wait for the ack; closed loop (or acked): write."""
+        lp = self.loop
         if lp.mode == "shadow":
             rec["outcome"], rec["reason"] = "shadow", "shadow mode: suggestion logged only"
             return None
-        if lp.mode == "advisory" and not await self.act.advise(result.value, choice, rec, now):
+        if lp.mode == "advisory" and not await self.act.advise(value, choice, rec, now):
             return None
-        outcome = await self.act.write(current, result.value, rec, started)
+        outcome = await self.act.write(current, value, rec, started)
         self.stats.writes[outcome] += 1
+        # The PLC accepted the write in these three cases: it is a move (the guard's rate and
+        # interval count it, also after a restart), whatever the read-back says.
+        move = (current, value)
         if outcome == "readback_mismatch":
             self._safety_stop(rec["write"]["reason"])
             rec["outcome"], rec["reason"] = "blocked", f"safety stop: {rec['write']['reason']}"
-            return None
+            return move
+        if outcome == "remote_withdrawn":
+            rec["reason"] = f"write: {rec['write']['reason']}"
+            return move
         if outcome != "ok":
             rec["reason"] = f"write: {rec['write']['reason']}"
             return None
         rec["outcome"] = "write"
-        return (current, result.value)
+        return move
 
     def _handshake(self, now: float) -> Verdict:
         lp = self.loop

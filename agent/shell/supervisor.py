@@ -40,6 +40,7 @@ from typing import Literal
 
 from agent.clock import Clock
 from agent.core.backoff import Backoff
+from agent.errors import EdgeAgentError
 from agent.logs import get_logger
 
 __all__ = ["Supervisor", "TaskSnapshot", "TaskState"]
@@ -226,7 +227,10 @@ class Supervisor:
         delay = self._backoff.delay(task.consecutive_failures - 1, self._rand())
         task.state, task.since = "backing_off", now
         emit = _log.warning if first else _log.debug
-        details = {"exc_info": failure} if failure is not None else {}
+        # An expected failure (a lost connection, a refused request) is one line; anything
+        # else is a bug and carries its traceback.
+        expected = isinstance(failure, EdgeAgentError)
+        details = {"exc_info": failure} if failure is not None and not expected else {}
         emit(
             event,
             task=task.name,

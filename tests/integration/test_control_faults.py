@@ -33,6 +33,7 @@ def fault_rig(
     feature_window_s: float = 60.0,
     readback_timeout_s: float = 5.0,
     max_rate_per_h: float = 1.5,
+    time_scale: float = 30.0,
 ) -> AbstractAsyncContextManager[Rig]:
     """The control rig where the limestone loop moves every 3 s in normal operation (three
     moves of 0.5 %, up to 13.5 %), so 'no write while the fault lasts' means something.
@@ -40,6 +41,7 @@ def fault_rig(
     cycles now and then, which would mask the fault under test.)"""
     return control_rig(
         folder,
+        time_scale=time_scale,
         edit=edit,
         min_interval_s=3.0,
         max_rate_per_h=max_rate_per_h,
@@ -215,20 +217,20 @@ async def test_clock_skew_is_refused(tmp_path: Path) -> None:
 
 
 async def test_spikes_push_the_feature_out_of_the_training_range(tmp_path: Path) -> None:
-    # spike adds `magnitude` to one sample every period_s; a sample lasts 0.1 sim s, 3 ms of
-    # wall time at x30, so only the spikes that happen to be published reach the agent
-    # (0.7 s, 7 ticks, is not a divisor of the ~30 ticks per publication: the phase rotates;
-    # a one-shot spike, period_s 0, is mostly never published at all). The agent has no
-    # rate-of-change check of its own: spiked samples enter the feature window and are
-    # refused once the window's mean (5 s here) leaves the model's training range. After
-    # the spikes stop, the grindability estimate (a 30 min window of feed and power) may
-    # stay out of its training range for a while too: recovery waits for both.
-    async with fault_rig(tmp_path, feature_window_s=5.0) as rig:
+    # spike adds `magnitude` to one 0.1 s sample every period_s. At x30 the simulator
+    # publishes every ~30th sample, so which spikes reach the agent is a matter of phase
+    # (often none): this test runs the mill in real time, where every sample is published.
+    # The agent has no rate-of-change check of its own: spiked samples enter the feature
+    # window and are refused once the window's mean (5 s here) leaves the model's training
+    # range (950 + 1500 / 7 or 8 > 1050; a single spike would move it by 30 rpm only).
+    # SeparatorSpeed, not FeedRate: spiked feed samples would also sit in the 30 min window
+    # of the grindability estimate, which in a young agent blocks long after the spikes.
+    async with fault_rig(tmp_path, feature_window_s=5.0, time_scale=1.0) as rig:
         await running_normally(rig)
-        rig.plant.mill.inject("spike", "FeedRate", magnitude=420.0, period_s=0.7)
+        rig.plant.mill.inject("spike", "SeparatorSpeed", magnitude=1500.0, period_s=0.7)
         firsts = await assert_blocked_without_writes(
-            rig, "inputs", "feed_rate = ", "is out of the training range [149.915, 210.094]"
+            rig, "inputs", "separator_speed = ", "is out of the training range [849.847, 1050.19]"
         )
-        assert input_record(firsts["limestone"], "feed_rate")["status"] == 0  # all Good
+        assert input_record(firsts["limestone"], "separator_speed")["status"] == 0  # Good
         rig.plant.mill.clear("spike")
         await recovers(rig)

@@ -106,7 +106,8 @@ def test_run_with_broken_config_starts_nothing(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         f"{path}:3: agent.log_levl: expected did you mean 'log_level'? one of the known keys: "
-        "id, log_level, shutdown_timeout_s, state_dir, found unknown key 'log_levl'",
+        "audit_retention_days, id, log_level, model_public_key_file, models_dir, "
+        "shutdown_timeout_s, state_dir, found unknown key 'log_levl'",
         f"edge-agent: 1 configuration problem in {path}; nothing was started",
     ]
     assert result.stdout == ""

@@ -1,0 +1,75 @@
+"""The demo's chart: strength, separator speed and limestone share over the story, as a PNG.
+
+Owns: drawing the main run against the loop-off run (matplotlib, Agg backend: no display
+needed) with the story's phases marked, and writing the file.
+Must not: compute figures (agent.demo.summary) or touch the plant or the agent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+from agent.demo.stage import S28_TARGET_MPA, TruthRow
+
+MARKS = {
+    "remote_granted": "remote granted",
+    "clinker_drop": "weak clinker",
+    "cloud_outage": "cloud outage",
+    "cloud_back": "cloud back",
+    "agent_stopped": "agent stops",
+    "remote_regranted": "remote again",
+}
+
+
+def draw(
+    path: Path,
+    main: Sequence[TruthRow],
+    off: Sequence[TruthRow],
+    phases: Sequence[tuple[str, float]],
+) -> Path:
+    """Write the PNG to `path` (folders created); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hours = [r.plant_s / 3600.0 for r in main]
+    fig, (ax_s, ax_n, ax_ls) = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
+    try:
+        ax_s.plot(hours, [r.s28 for r in main], color="tab:blue", label="true S28, loop on")
+        ax_s.plot(
+            hours, [r.s28 for r in off], color="tab:gray", ls="--", label="true S28, loop off"
+        )
+        predicted = [math.nan if r.predicted_s28 is None else r.predicted_s28 for r in main]
+        ax_s.plot(hours, predicted, color="tab:orange", lw=0.8, alpha=0.8,
+                  label="agent's prediction (gaps: no prediction)")  # fmt: skip
+        ax_s.axhline(S28_TARGET_MPA, color="tab:red", lw=1, label=f"target {S28_TARGET_MPA} MPa")
+        ax_s.set_ylabel("28-day strength, MPa")
+        ax_n.plot(hours, [r.separator for r in main], color="tab:blue", label="loop on")
+        ax_n.plot(hours, [r.separator for r in off], color="tab:gray", ls="--", label="loop off")
+        ax_n.set_ylabel("separator speed, rpm")
+        ax_ls.plot(hours, [r.limestone for r in main], color="tab:green", label="loop on")
+        ax_ls.plot(hours, [r.limestone for r in off], color="tab:gray", ls="--", label="loop off")
+        ax_ls.set_ylabel("limestone share, %")
+        ax_ls.set_xlabel("plant time, hours")
+        for ax in (ax_s, ax_n, ax_ls):
+            for key, plant_s in phases:
+                if key in MARKS:
+                    ax.axvline(plant_s / 3600.0, color="black", lw=0.6, alpha=0.4)
+            ax.legend(loc="lower left", fontsize=8)
+            ax.grid(alpha=0.3)
+        for key, plant_s in phases:
+            if key in MARKS:
+                where = (plant_s / 3600.0, 1.0)
+                ax_s.annotate(MARKS[key], where, xycoords=("data", "axes fraction"),
+                              rotation=90, va="top", ha="right", fontsize=7)  # fmt: skip
+        fig.suptitle("edge-agent demo: the control loop against the same mill with the loop off")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,120 @@
+"""`edge-agent demo` as a subprocess with stdout a pipe (plain lines): the whole story is
+told, the summary's figures hold, the chart is a PNG, and nothing is left listening."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.demo.scenario import KEYS
+
+AGENT = [sys.executable, "-m", "agent"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _summary(out: str, name: str) -> dict[str, str]:
+    match = re.search(rf"^summary: {name} (.*)$", out, re.M)
+    assert match is not None, f"no 'summary: {name}' line in:\n{out}"
+    return dict(pair.split("=", 1) for pair in match[1].split())
+
+
+def _ports(out: str) -> list[int]:
+    first = out.splitlines()[0]
+    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", first)]
+    assert len(ports) == 3, first  # OPC UA, Modbus, the cloud receiver
+    return ports
+
+
+def _nobody_listens(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.timeout(240)
+def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [*AGENT, "demo", "--duration", "90", "--opcua-port", "0", "--modbus-port", "0"],
+        capture_output=True, text=True, timeout=220, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    out = result.stdout
+    said = re.findall(r"^announce: (\w+): ", out, re.M)
+    assert sorted(said) == sorted(KEYS), said  # every announcement, once
+    in_order = [k for k in said if k != "backlog_drained"]
+    assert in_order == [k for k in KEYS if k != "backlog_drained"], said
+    assert said.index("backlog_drained") > said.index("cloud_back"), said
+
+    writes = re.findall(
+        r"^write: loop=(\w+) from=([\d.]+) to=([\d.]+) readback=([\d.]+)", out, re.M
+    )
+    assert {loop for loop, *_ in writes} == {"separator", "limestone"}, writes
+    for _, _, to, readback in writes:
+        assert abs(float(to) - float(readback)) <= 0.5
+
+    co2 = _summary(out, "co2_per_t")
+    assert float(co2["saving"]) > 0 and float(co2["loop"]) < float(co2["off"]), co2
+    above = _summary(out, "s28_above_target")
+    assert float(above["loop"]) >= float(above["off"]), above
+    samples = _summary(out, "samples")
+    assert int(samples["sent"]) == int(samples["received"]) > 1000, samples
+    assert samples["lost"] == "0"
+    done = _summary(out, "writes")
+    assert int(done["ok"]) == len(writes) and int(done["failed"]) == 0, (done, writes)
+    assert int(done["after_restart"]) >= 1, done  # the agent resumed after the restart
+    refused = {gate: int(n) for gate, n in _summary(out, "refused").items()}
+    assert refused.get("handshake", 0) >= 1, refused  # the PLC in local after the restart
+    assert refused.get("min_interval", 0) >= 1, refused
+    assert _summary(out, "audit")["chain_ok"] == "true"
+
+    chart = re.search(r"^chart: (.+\.png)$", out, re.M)
+    assert chart is not None, out
+    png = Path(chart[1])
+    assert png.is_relative_to(tmp_path)
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 20_000
+    assert all(_nobody_listens(port) for port in _ports(out))
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [*AGENT, "demo", "--duration", "90", "--opcua-port", "0", "--modbus-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 40
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("announce: remote_granted:") or time.monotonic() > deadline:
+                break
+        assert lines and lines[-1].startswith("announce: remote_granted:"), lines
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "demo stopped" in err and "Traceback" not in err, err
+    assert "summary:" not in out
+    assert all(_nobody_listens(port) for port in _ports(lines[0]))
+    assert not list(tmp_path.glob("edge-agent-demo-*")), "the demo's state directory is left"
