@@ -95,7 +95,7 @@ async def _clinker_drop(stage: Stage, announce: Announce) -> None:
     plant, mill = stage.plant, stage.plant.mill
     when = math.floor((stage.start_time + 0.25 * PLANT_SPAN_S) / C3S_PERIOD_S + 1) * C3S_PERIOD_S
     when -= CLINKER_LEAD_S + stage.start_time
-    await until(lambda: stage.plant_s >= when - 2.0 * plant.time_scale * 0.1)
+    await until(lambda: stage.plant_s >= when - 0.5 * plant.time_scale)  # 0.5 s wall early
     await plant.pause()
     try:
         ticks = round((when - stage.plant_s) / mill.dt)

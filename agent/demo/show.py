@@ -26,6 +26,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.live import Live
 
+from agent.app import StateDirError
 from agent.configfile import load_config
 from agent.demo import chart
 from agent.demo.cloud import CloudReceiver
@@ -34,6 +35,7 @@ from agent.demo.scenario import MIN_DURATION_S, play
 from agent.demo.stage import LAB_TIME_SCALE, PLANT_SPAN_S, WATCHDOG_WALL_S, Stage, compress
 from agent.demo.summary import figures, lines, loop_off, story
 from agent.demo.view import Plain, Story, render
+from agent.errors import ConfigError
 from agent.logs import configure_logging
 
 DEFAULT_DURATION_S = 180.0
@@ -171,6 +173,13 @@ def _run(log: TextIO, *, duration: float, seed: int, opcua_port: int, modbus_por
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("demo stopped; everything it started has been stopped", file=sys.stderr)
         return 130
+    except (ConfigError, StateDirError) as exc:  # a broken checkout: models/ or config/ missing
+        problems = exc.problems if isinstance(exc, ConfigError) else (exc.problem,)
+        for problem in problems:
+            print(problem.render(), file=sys.stderr)
+        print("edge-agent demo: the demo configuration does not load; nothing is left running",
+              file=sys.stderr)  # fmt: skip
+        return 78
     finally:
         log.flush()
     return 0

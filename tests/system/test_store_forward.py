@@ -105,9 +105,14 @@ async def test_sigkill_20_times_loses_and_duplicates_nothing(
             assert proc.returncode == -signal.SIGKILL
         # Last run: no new data (the plant is paused), drain everything, stop gracefully.
         await plant.pause()
+        before = len(cloud.store.blocks("sf-1"))
         proc = await _start(config)
         deadline = time.monotonic() + 60
-        await asyncio.sleep(2)
+        # This run's first blocks (its catalog and the subscription's current values) reach
+        # the cloud before the drain is judged, however slowly the agent starts under load.
+        while len(cloud.store.blocks("sf-1")) <= before + 1:
+            assert time.monotonic() < deadline, "the last run uploaded nothing"
+            await asyncio.sleep(0.2)
         while _pending(tmp_path / "state") > 0:
             assert time.monotonic() < deadline, "the backlog did not drain"
             await asyncio.sleep(0.5)
@@ -124,7 +129,7 @@ async def test_sigkill_20_times_loses_and_duplicates_nothing(
         left = _pending(tmp_path / "state")
         assert left <= 1
         assert seqs == list(range(1, len(seqs) + 1)), "a committed block is missing"
-        assert len(seqs) > 40
+        assert len(seqs) > 20  # at least a block a run (each run starts with its catalog)
         samples = cloud.store.samples("sf-1")
         # OPC UA re-delivers each item's current value, with its original source timestamp,
         # when a subscription is created: a tag that did not change between two runs (here
