@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import TextIO
 
 from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
@@ -42,6 +40,7 @@ from agent.shell.sdnotify import Notifier, keep_alive, status_line
 from agent.shell.status import config_digest
 from agent.shell.supervisor import Supervisor
 from agent.shell.uploader import Uploader
+from agent.state_dir import StateDirError, state_dir_lock
 from drivers.base import Driver, DriverState, Sample
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
@@ -50,51 +49,6 @@ FORCED_EXIT = 1
 BUFFER_FILE = "buffer.db"
 
 log = get_logger(__name__)
-
-
-class StateDirError(Exception):
-    """The state directory cannot be created, written or locked."""
-
-    def __init__(self, problem: ConfigProblem) -> None:
-        super().__init__(problem.render())
-        self.problem = problem
-
-
-@contextlib.contextmanager
-def state_dir_lock(loaded: LoadedConfig) -> Iterator[Path]:
-    """Create the state directory (mode 0750) and hold its lock file for the process's life."""
-    state_dir = loaded.settings.agent.state_dir
-    file = str(loaded.path)
-    try:
-        state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        handle: TextIO = (state_dir / "agent.lock").open("a+", encoding="utf-8")
-    except OSError as exc:
-        raise StateDirError(
-            ConfigProblem(
-                file,
-                "agent.state_dir",
-                "a directory the agent can create and write",
-                f"{state_dir}: {exc.strerror}",
-            )
-        ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            other = handle.read().strip() or "unknown"
-            raise StateDirError(
-                ConfigProblem(
-                    file,
-                    "agent.state_dir",
-                    "a state directory no other edge-agent uses",
-                    f"{state_dir} is locked by process {other}",
-                )
-            ) from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield state_dir
 
 
 def build_drivers(loaded: LoadedConfig, state_dir: Path, clock: Clock) -> list[Driver]:

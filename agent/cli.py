@@ -53,7 +53,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(args.config)
-    from agent.app import StateDirError, run_agent
+    from agent.app import run_agent
+    from agent.state_dir import StateDirError
 
     try:
         return run_agent(loaded)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from agent.config_messages import ENV_PREFIX, Lines, problem_from_error
-from agent.core import config_checks
+from agent.core import config_checks, config_checks_loops
 from agent.errors import ConfigError, ConfigProblem
 from agent.settings import Loop, OpcUaSource, Settings, Source, Tag
 
@@ -78,7 +78,7 @@ def _cross_checks(data: Mapping[str, Any], file: str) -> list[ConfigProblem]:
         + config_checks.check_tags(
             tags, [s for _, s in sources], file, _raw_names(data.get("sources"))
         )
-        + config_checks.check_loops(
+        + config_checks_loops.check_loops(
             loops,
             [t for _, t in tags],
             file,

@@ -1,9 +1,9 @@
 """Cross-checks of a configuration: the relations between sections that types cannot express.
 
 Owns: every rule that spans keys or sections (tag sources exist, names unique, writable
-tags carry limits, loop targets are writable, addresses parse and fit the protocol, secrets
-are referenced correctly). Each problem is a `ConfigProblem` with a key path like
-`tags[3].address`.
+tags carry limits, addresses parse and fit the protocol, secrets are referenced correctly,
+sync URLs are safe); the loops' rules are in agent.core.config_checks_loops. Each problem
+is a `ConfigProblem` with a key path like `tags[3].address`.
 Must not: touch the filesystem, the environment or the network (agent.configfile checks
 that secret files exist and are private).
 Invariants: pure and total: it never raises on a well-typed input, and reports every
@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigProblem
-from agent.settings import Loop, ModbusSource, OpcUaSource, SyncSection, Tag
+from agent.settings import ModbusSource, OpcUaSource, SyncSection, Tag
 from drivers.addresses import (
     MAX_ADDRESS,
     ModbusType,
@@ -29,6 +29,8 @@ from drivers.addresses import (
 
 Source = OpcUaSource | ModbusSource
 
+__all__ = ["check_sources", "check_sync", "check_tags", "first_by_name", "unique_names"]
+
 
 class _HasName(Protocol):
     @property
@@ -38,7 +40,7 @@ class _HasName(Protocol):
 _Named = TypeVar("_Named", bound=_HasName)
 
 
-def _names(items: Iterable[tuple[int, str]], section: str, file: str) -> list[ConfigProblem]:
+def unique_names(items: Iterable[tuple[int, str]], section: str, file: str) -> list[ConfigProblem]:
     first: dict[str, int] = {}
     problems = []
     for index, name in items:
@@ -58,7 +60,7 @@ def _names(items: Iterable[tuple[int, str]], section: str, file: str) -> list[Co
 
 def check_sources(sources: Sequence[tuple[int, Source]], file: str) -> list[ConfigProblem]:
     """Unique names and secret references of every source."""
-    problems = _names(((i, s.name) for i, s in sources), "sources", file)
+    problems = unique_names(((i, s.name) for i, s in sources), "sources", file)
     for index, source in sources:
         if isinstance(source, OpcUaSource):
             key = f"sources[{index}]"
@@ -227,7 +229,7 @@ def _check_limits(key: str, tag: Tag, file: str) -> list[ConfigProblem]:
     return problems
 
 
-def _first_by_name(items: Iterable[_Named]) -> dict[str, _Named]:
+def first_by_name(items: Iterable[_Named]) -> dict[str, _Named]:
     by_name: dict[str, _Named] = {}
     for item in items:
         by_name.setdefault(item.name, item)
@@ -245,8 +247,8 @@ def check_tags(
     `source_names` names every source in the file, also those that failed validation (their
     tags are not blamed for it); `sources` are the valid ones, whose addresses are checked.
     """
-    problems = _names(((i, t.name) for i, t in tags), "tags", file)
-    by_name = _first_by_name(sources)
+    problems = unique_names(((i, t.name) for i, t in tags), "tags", file)
+    by_name = first_by_name(sources)
     known_names = list(dict.fromkeys([*source_names, *by_name]))
     for index, tag in tags:
         key = f"tags[{index}]"
@@ -278,137 +280,6 @@ def check_tags(
                         repr(tag.address),
                     )
                 )
-    return problems
-
-
-def check_loops(
-    loops: Sequence[tuple[int, Loop]],
-    tags: Sequence[Tag],
-    file: str,
-    tag_names: Sequence[str] = (),
-    *,
-    public_key: bool = True,
-) -> list[ConfigProblem]:
-    """Loops refer to existing tags, write only writable ones, stay inside the write limits.
-
-    `tag_names` names every tag in the file, also those that failed validation;
-    `public_key` says whether [agent] model_public_key_file is set (closed loop needs it).
-    """
-    problems = _names(((i, lp.name) for i, lp in loops), "loops", file)
-    by_name = _first_by_name(tags)
-    invalid = set(tag_names) - set(by_name)
-    for index, loop in loops:
-        key = f"loops[{index}]"
-
-        def missing(
-            field: str,
-            name: str | None,
-            *,
-            need: bool = False,
-            k: str = key,
-            mode: str = loop.mode,
-        ) -> bool:
-            if name is None:
-                if need:
-                    problems.append(
-                        ConfigProblem(
-                            file,
-                            f"{k}.{field}",
-                            f"a tag name: mode '{mode}' needs {field}",
-                            "nothing",
-                        )
-                    )
-                return True
-            if name in invalid:
-                return True
-            if name not in by_name:
-                problems.append(
-                    ConfigProblem(file, f"{k}.{field}", "the name of a [[tags]] entry", repr(name))
-                )
-                return True
-            return False
-
-        closed = loop.mode == "closed_loop"
-        writes = loop.mode in ("advisory", "closed_loop")
-        if closed and not public_key:
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"{key}.mode",
-                    "[agent] model_public_key_file set: closed_loop runs only signed models",
-                    "no public key",
-                )
-            )
-        if not missing("target_tag", loop.target_tag):
-            target = by_name[loop.target_tag]
-            if not target.writable:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"{key}.target_tag",
-                        "a tag with writable = true",
-                        f"'{target.name}', which is not writable",
-                    )
-                )
-            elif (
-                target.write_min is not None
-                and target.write_max is not None
-                and (target.write_min < target.write_max)
-                and not (
-                    target.write_min <= loop.envelope_min and loop.envelope_max <= target.write_max
-                )
-            ):
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"{key}.envelope_min",
-                        f"an envelope inside the tag's write limits "
-                        f"[{target.write_min:g}, {target.write_max:g}]",
-                        f"[{loop.envelope_min:g}, {loop.envelope_max:g}]",
-                    )
-                )
-        for field in ("readback_tag", "enable_tag", "heartbeat_echo_tag"):
-            missing(field, getattr(loop, field), need=writes)
-        missing("ack_tag", loop.ack_tag, need=loop.mode == "advisory")
-        for field in ("heartbeat_tag", "advice_value_tag", "advice_id_tag", "advice_effect_tag"):
-            need = (field == "heartbeat_tag" and writes) or (
-                loop.mode == "advisory" and field != "advice_effect_tag"
-            )
-            name = getattr(loop, field)
-            if not missing(field, name, need=need) and not by_name[name].writable:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"{key}.{field}",
-                        "a tag with writable = true",
-                        f"'{name}', which is not writable",
-                    )
-                )
-        features = {item.feature for item in loop.inputs}
-        for j, axis in enumerate(loop.grid):
-            missing("setpoint_tag", axis.setpoint_tag, k=f"{key}.grid[{j}]")
-            if axis.feature not in features:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"{key}.grid[{j}].feature",
-                        "a feature of this loop's [[loops.inputs]]",
-                        repr(axis.feature),
-                    )
-                )
-        seen: set[str] = set()
-        for j, item in enumerate(loop.inputs):
-            missing("tag", item.tag, k=f"{key}.inputs[{j}]")
-            if item.feature in seen:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"{key}.inputs[{j}].feature",
-                        "a feature name used once per loop",
-                        f"'{item.feature}' again",
-                    )
-                )
-            seen.add(item.feature)
     return problems
 
 

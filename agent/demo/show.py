@@ -26,7 +26,6 @@ from typing import TextIO
 from rich.console import Console
 from rich.live import Live
 
-from agent.app import StateDirError
 from agent.configfile import load_config
 from agent.demo import chart
 from agent.demo.cloud import CloudReceiver
@@ -37,6 +36,7 @@ from agent.demo.summary import figures, lines, loop_off, story
 from agent.demo.view import Plain, Story, render
 from agent.errors import ConfigError
 from agent.logs import configure_logging
+from agent.state_dir import StateDirError
 
 DEFAULT_DURATION_S = 180.0
 REFRESH_S = 0.5
