@@ -1,0 +1,37 @@
+"""A loop with strategy "direct" follows one model output; a log-model's NaN refuses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.core.latest import LatestValues
+from agent.core.model_manifest import ModelRejectedError
+from agent.settings import Loop
+from agent.shell.control_model import infer
+from agent.shell.model_package import load_package
+from tests.integration.test_model_package import B, W, linear_model, write_package
+
+
+def _loop() -> Loop:
+    return Loop(name="direct", model="vrm", strategy="direct", output="y1", target_tag="SP",
+                envelope_min=0.0, envelope_max=100.0, max_step=1.0)  # fmt: skip
+
+
+def test_direct_strategy_takes_the_named_output_as_the_target(tmp_path: Path) -> None:
+    session = load_package(write_package(tmp_path, linear_model()), None)
+    x = np.array([2.0, 3.0, 4.0, 5.0])
+    rows, record = infer(_loop(), x, session, LatestValues({}))
+    expected = (x.astype(np.float32) @ W + B)[1]
+    assert rows == 1
+    assert record["target"] == pytest.approx(float(expected), rel=1e-6)
+    assert set(record["predicted"]) == {"y0", "y1", "y2"}
+
+
+def test_direct_strategy_refuses_a_nan_output(tmp_path: Path) -> None:
+    session = load_package(write_package(tmp_path, linear_model(log=True)), None)
+    x = np.array([-9.0, -9.0, -9.0, -9.0])  # log of a negative number: NaN
+    with pytest.raises(ModelRejectedError, match="NaN"):
+        infer(_loop(), x, session, LatestValues({}))
