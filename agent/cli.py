@@ -239,7 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(
             duration_s=args.duration,
             seed=args.seed,
-            time_scale=args.time_scale,
             opcua_port=args.opcua_port,
             modbus_port=args.modbus_port,
             plain=args.plain or not sys.stdout.isatty(),

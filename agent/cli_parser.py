@@ -168,9 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop by itself after S seconds (exit 0)",
     )
     demo.add_argument("--seed", type=int, default=0, metavar="S")
-    demo.add_argument("--time-scale", type=float, default=20.0, metavar="X")
-    demo.add_argument("--opcua-port", type=int, default=4840, metavar="N")
-    demo.add_argument("--modbus-port", type=int, default=5020, metavar="N")
+    demo.add_argument(
+        "--opcua-port",
+        type=int,
+        default=0,
+        metavar="N",
+        help="OPC UA port of the simulated PLC (default: a free one)",
+    )
+    demo.add_argument(
+        "--modbus-port",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Modbus TCP port of the simulated feeders (default: a free one)",
+    )
     demo.add_argument(
         "--plain",
         action="store_true",

@@ -217,6 +217,7 @@ class Loop(Section):
     advice_expiry_s: PositiveSeconds = 900.0
     cadence_s: PositiveSeconds = 60.0
     feature_window_s: PositiveSeconds = 60.0
+    estimator_window_s: PositiveSeconds = 1800.0
     grid: list[GridAxis] = []
     objective: Objective = Objective()
     envelope_min: float

@@ -26,7 +26,6 @@ __all__ = [
     "grindability",
 ]
 
-ESTIMATOR_WINDOW_S = 1800.0
 BIAS_ALPHA = 0.2
 DERIVED: Mapping[str, tuple[str, ...]] = {
     "grindability": ("mill_power", "feed_rate", "product_fineness"),

@@ -137,14 +137,12 @@ def run_demo(
     *,
     duration_s: float | None,
     seed: int,
-    time_scale: float,
     opcua_port: int,
     modbus_port: int,
     plain: bool,
 ) -> int:
-    """Run the demo in this process; return the exit code. `time_scale` is not used: the
-    story always covers 6 plant hours, so the scale follows from the duration."""
-    del time_scale
+    """Run the demo in this process; return the exit code. The story always covers 6 plant
+    hours, so the plant's time scale follows from the duration."""
     duration = DEFAULT_DURATION_S if duration_s is None else duration_s
     if duration < MIN_DURATION_S:
         print(f"edge-agent demo: --duration must be at least {MIN_DURATION_S:g} s to tell the "

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.clock import Clock
-from agent.core.features import DERIVED, ESTIMATOR_WINDOW_S, BlaineBias, Window
+from agent.core.features import DERIVED, BlaineBias, Window
 from agent.core.gates import Verdict, check_handshake
 from agent.core.guard import RATE_WINDOW_S, GuardLimits, MoveHistory, guard
 from agent.core.health import Health
@@ -71,7 +71,7 @@ class ControlLoop:
                 max(
                     loop.feature_window_s,
                     i.window_s or 0.0,
-                    ESTIMATOR_WINDOW_S if i.feature in estimator else 0.0,
+                    loop.estimator_window_s if i.feature in estimator else 0.0,
                     3 * i.max_age_s if i.frozen_after_samples else 0.0,
                 )
             )

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.core.features import DERIVED, ESTIMATOR_WINDOW_S, BlaineBias, Window, build_features
+from agent.core.features import DERIVED, BlaineBias, Window, build_features
 from agent.core.gates import Verdict, check_inputs
 from agent.core.latest import LatestValues
 from agent.core.model_manifest import ModelRejectedError
@@ -94,7 +94,8 @@ def features_for(
     missing = [i.name for i in m.inputs if i.name not in DERIVED and i.name not in usable]
     if missing:
         raise BlockedError(Verdict("inputs", False, f"the model needs {missing}, not in the loop"))
-    est = {f: mean(f, now - ESTIMATOR_WINDOW_S) for needs in DERIVED.values() for f in needs}
+    since = now - loop.estimator_window_s
+    est = {f: mean(f, since) for needs in DERIVED.values() for f in needs}
     features = build_features([i.name for i in m.inputs], usable=usable,
                               means={i.name: i.mean for i in m.inputs}, bias=bias,
                               estimator_means=est)  # fmt: skip
