@@ -1,7 +1,7 @@
 """Benchmark harness: the agent and its peers as real subprocesses, and what /proc says of them.
 
-Owns, for bench_memory.py and bench_startup.py: the 10,000-variable OPC UA server (this file
-re-run with ``--serve``), starting the reference receiver, the simulator and the agent
+Owns, for bench_memory.py and bench_startup.py: starting the plant server (plant_server.py),
+the reference receiver, the simulator and the agent
 (``edge-agent run --config FILE``) and stopping each by the PID it started, writing agent
 configurations that pass ``edge-agent check``, and reading a process's memory (VmRSS, VmHWM,
 smaps_rollup Pss / USS) and CPU from /proc.
@@ -11,13 +11,8 @@ separate process), assert anything, or kill a process it did not start.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import datetime
-import logging
 import os
-import random
 import signal
 import socket
 import sqlite3
@@ -27,11 +22,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE_AGENT = str(ROOT / ".venv" / "bin" / "edge-agent")
-NS = "urn:edge-agent:bench:plant"
+SERVER = Path(__file__).resolve().parent / "plant_server.py"
+NS = "urn:edge-agent:bench:plant"  # plant_server.NS
 MIB = 1024 * 1024
 
 
@@ -71,66 +67,7 @@ def stop(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int | None:
     return proc.returncode
 
 
-# -- the 10,000-variable server (a subprocess: this file with --serve) -----------------------
-
-
-async def serve(port: int, count: int, change: float) -> None:
-    """``count`` Double variables; every second the first ``change`` share of them moves (a
-    random walk, like noisy analog measurements) and each of the others moves with a 0.1 %
-    chance (setpoints, states, counters)."""
-    from asyncua import ua
-    from asyncua.server.server import Server
-    from asyncua.ua.object_ids import ObjectIds
-
-    def nid(identifier: object, namespace: int = 0) -> ua.NodeId:
-        return ua.NodeId(cast(Any, identifier), cast(Any, namespace))
-
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
-    server = Server()
-    await server.init()
-    server.disable_clock()
-    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    idx = await server.register_namespace(NS)
-    folder = await server.nodes.objects.add_folder(nid("Plant", idx), "Plant")
-    rng = random.Random(11)
-    values = [rng.uniform(1.0, 5000.0) for _ in range(count)]
-    items = []
-    for i in range(count):
-        item = ua.AddNodesItem()
-        item.RequestedNewNodeId = nid(f"V{i}", idx)
-        item.BrowseName = ua.QualifiedName(f"V{i}", idx)
-        item.NodeClass = ua.NodeClass.Variable
-        item.ParentNodeId = folder.nodeid
-        item.ReferenceTypeId = nid(ObjectIds.HasComponent)
-        item.TypeDefinition = nid(ObjectIds.BaseDataVariableType)
-        attrs = ua.VariableAttributes()
-        attrs.DisplayName = ua.LocalizedText(f"V{i}")
-        attrs.DataType = nid(ObjectIds.Double)
-        attrs.Value = ua.Variant(values[i], ua.VariantType.Double)
-        attrs.AccessLevel = attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
-        item.NodeAttributes = attrs
-        items.append(item)
-    nodes = [result.AddedNodeId for result in await server.iserver.isession.add_nodes(items)]
-    moving = int(count * change)
-    async with server:
-        print("READY", flush=True)
-        due = time.monotonic()
-        while True:
-            stamp = cast(ua.DateTime, datetime.datetime.now(datetime.UTC))
-            for i, nodeid in enumerate(nodes):
-                if i >= moving and rng.random() >= 0.001:
-                    continue
-                values[i] += rng.gauss(0.0, 0.001 * abs(values[i]) + 0.01)
-                value = ua.DataValue(ua.Variant(values[i], ua.VariantType.Double),
-                                     SourceTimestamp=stamp, ServerTimestamp=stamp)  # fmt: skip
-                await server.write_attribute_value(nodeid, value)
-            due += 1.0
-            late = time.monotonic() - due
-            if late > 1.0:
-                print(f"server late by {late:.2f} s", file=sys.stderr, flush=True)
-                due = time.monotonic()
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+# -- peers (subprocesses) ------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -139,7 +76,7 @@ def plant_server(count: int, change: float, log: Path) -> Iterator[tuple[int, in
     port = free_port()
     with log.open("ab") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), str(count), str(change)],
+            [sys.executable, str(SERVER), "--serve", str(port), str(count), str(change)],
             stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT,
         )  # fmt: skip
     try:
@@ -322,10 +259,3 @@ def cpu_of(pid: int) -> float:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="the plant server of the benchmarks")
-    parser.add_argument("--serve", nargs=3, metavar=("PORT", "COUNT", "CHANGE"), required=True)
-    args = parser.parse_args()
-    asyncio.run(serve(int(args.serve[0]), int(args.serve[1]), float(args.serve[2])))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import re
 import statistics
@@ -179,6 +180,9 @@ def report(
     drift = statistics.median(p.rss for p in steady[-tenth:]) - statistics.median(
         p.rss for p in steady[:tenth]
     )
+    marks = [m for m in (60, 300, 600, 1200, 1800, 2400, 3000, 3600) if m <= points[-1].t]
+    at = {m: next(p.rss for p in points if p.t >= m) for m in marks}
+    steps = sum(b.rss - a.rss > 1.0 for a, b in itertools.pairwise(points))
     samples = figures.get("edge_agent_samples_total", float("nan"))
     hour = "measured over the hour" if span >= 3500 else f"EXTRAPOLATED from {span:.0f} s"
     print(f"-- {name}")
@@ -191,6 +195,8 @@ def report(
         f"last tenth minus first tenth {drift:+.2f} MiB over {span:.0f} s; "
         f"ratio to {GROWTH_TARGET_MIB:g} MiB/h: {abs(slope) / GROWTH_TARGET_MIB:.2f}"
     )
+    marked = ", ".join(f"{m / 60:g} min {v:.1f} MiB" for m, v in at.items()) or "-"
+    print(f"   RSS at {marked}; {steps} rises of more than 1 MiB between two readings")
     print(f"   agent CPU {100 * cpu / wall:.1f} % of a core, plant server "
           f"{100 * server_cpu / wall:.1f} %; samples emitted {samples:,.0f} "
           f"({samples / max(points[-1].t, 1):,.0f}/s over the run); load {load()}")  # fmt: skip

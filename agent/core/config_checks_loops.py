@@ -135,6 +135,10 @@ def check_loops(
                         repr(axis.feature),
                     )
                 )
+        if loop.mode != "off" and not loop.inputs:
+            problems.append(
+                ConfigProblem(file, f"{key}.inputs", "at least one [[loops.inputs]]", "none")
+            )
         seen: set[str] = set()
         for j, item in enumerate(loop.inputs):
             missing("tag", item.tag, k=f"{key}.inputs[{j}]")

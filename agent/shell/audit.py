@@ -118,6 +118,19 @@ class AuditLog:
 
         return await asyncio.to_thread(query)
 
+    async def last(self, kind: str, loop: str) -> dict[str, Any] | None:
+        """The body of the loop's newest record of `kind`, or None."""
+
+        def query() -> dict[str, Any] | None:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT body FROM audit WHERE kind = ? AND loop = ? ORDER BY seq DESC LIMIT 1",
+                    (kind, loop),
+                ).fetchone()
+            return None if row is None else dict(json.loads(row[0]))
+
+        return await asyncio.to_thread(query)
+
     async def prune(self, retention_days: float) -> int:
         """Drop records older than the retention; the last dropped hash becomes the anchor."""
         cutoff = self._clock.now() - retention_days * 86400.0

@@ -14,6 +14,7 @@ agent restarts; the record is strict JSON (no NaN).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,8 @@ class ControlLoop:
         self._health, self._clock, self.heartbeat = health, clock, heartbeat
         self.stats = LoopStats(loop.name, loop.mode)
         self.stopped: str | None = None
+        self._stop_clears_on_local = False
+        self._feasible = True
         self.baseline: float | None = None
         self.history = MoveHistory()
         self.bias = BlaineBias()
@@ -104,23 +107,50 @@ class ControlLoop:
         if self.loop.mode == "off":
             self.stats.state = "off"
             return
-        now = self._clock.now()
-        moves = await self._audit.moves(self.loop.name, now - RATE_WINDOW_S)
-        if moves:
-            self.history = MoveHistory(tuple(moves), moves[-1][0], None)
+        await self._recover(self._clock.now())
         name = f"loop:{self.loop.name}"
         self._health.watch(
             name,
             now=self._clock.monotonic(),
             max_silence_s=max(60.0, 3 * self.loop.cadence_s) + self.loop.readback_timeout_s,
         )
-        self.stats.state = "running"
-        due = now + min(self.loop.cadence_s, 5.0)  # let the first samples arrive
-        while True:
-            await self._clock.sleep(max(0.0, due - self._clock.now()))
+        self.stats.state = "running" if self.stopped is None else f"stopped: {self.stopped}"
+        mono = self._clock.monotonic
+        due = mono() + min(self.loop.cadence_s, 5.0)  # let the first samples arrive
+        while True:  # scheduled on the monotonic clock: a wall-clock step changes nothing
+            await self._clock.sleep(max(0.0, due - mono()))
             await self.cycle()
-            self._health.beat(name, self._clock.monotonic())
-            due = max(due + self.loop.cadence_s, self._clock.now())
+            self._health.beat(name, mono())
+            due = max(due + self.loop.cadence_s, mono())
+
+    async def _recover(self, now: float) -> None:
+        """What a restart must not forget, from the audit log: the last hour's moves (rate
+        and interval), the operator's baseline, and a safety stop (which then holds until the
+        PLC has been back in local control, i.e. until a person gave remote again)."""
+        moves = await self._audit.moves(self.loop.name, now - RATE_WINDOW_S)
+        last = await self._audit.last("cycle", self.loop.name)
+        baseline = None
+        if last is not None:
+            guard_rec = last.get("guard") or {}
+            baseline = guard_rec.get("baseline") if last.get("handshake") else None
+            if str(last.get("reason", "")).startswith(("safety stop", "safety_stop")):
+                self.stopped = "safety stop before the restart; waiting for the PLC to go local"
+                self._stop_clears_on_local = True
+        self.baseline = baseline if isinstance(baseline, int | float) else None
+        if moves:
+            self.history = MoveHistory(tuple(moves), moves[-1][0], None)
+
+    async def _moved(self, frm: float, to: float) -> None:
+        """The PLC may have applied a write: count it and record it before anything else."""
+        now = self._clock.now()
+        self.history = MoveHistory(
+            (*(m for m in self.history.moves if m[0] > now - RATE_WINDOW_S), (now, frm, to)),
+            now,
+            self.history.baseline,
+        )
+        body = {"tag": self.loop.target_tag, "from": frm, "value": to}
+        await asyncio.shield(self._audit.record("setpoint_write", body, loop=self.loop.name,
+                                                move=(frm, to)))  # fmt: skip
 
     async def cycle(self) -> dict[str, Any]:
         """One decision, recorded; returns the audit record."""
@@ -133,9 +163,8 @@ class ControlLoop:
             "verdicts": [],
             "outcome": "blocked",
         }
-        move: tuple[float, float] | None = None
         try:
-            move = await self._decide(now, rec, started)
+            await self._decide(now, rec, started)
         except BlockedError as blocked:
             rec["verdicts"].append(vars(blocked.verdict))
             rec["reason"] = f"{blocked.verdict.gate}: {blocked.verdict.reason}"
@@ -160,29 +189,24 @@ class ControlLoop:
         }
         if self.stopped is not None:
             st.state = f"stopped: {self.stopped}"
-        event = await self._audit.record("cycle", rec, loop=lp.name, move=move)
-        if move is not None:
-            self.history = MoveHistory(
-                (
-                    *(m for m in self.history.moves if m[0] > now - RATE_WINDOW_S),
-                    (now, move[0], move[1]),
-                ),
-                now,
-                self.history.baseline,
-            )
-        return event
+        return await self._audit.record("cycle", rec, loop=lp.name)
 
     def _pass(self, rec: dict[str, Any], verdict: Verdict) -> None:
         if not verdict.ok:
             raise BlockedError(verdict)
         rec["verdicts"].append(vars(verdict))
 
-    async def _decide(
-        self, now: float, rec: dict[str, Any], started: float
-    ) -> tuple[float, float] | None:
+    async def _decide(self, now: float, rec: dict[str, Any], started: float) -> None:
         lp = self.loop
         if self.stopped is not None:
-            raise BlockedError(Verdict("safety_stop", False, self.stopped))
+            remote = self._latest.get(lp.enable_tag or "")
+            local = remote is not None and remote.quality is Quality.GOOD and not remote.value
+            if not (self._stop_clears_on_local and local):
+                raise BlockedError(Verdict("safety_stop", False, self.stopped))
+            why = "cleared: the PLC went back to local control after the stop"
+            rec["verdicts"].append(vars(Verdict("safety_stop", True, why)))
+            self.stopped, self._stop_clears_on_local, self.baseline = None, False, None
+            self.stats.state = "running"
         writes = lp.mode in ("advisory", "closed_loop")
         if writes:
             hs = self._handshake(now)
@@ -219,6 +243,11 @@ class ControlLoop:
         await self._models.report(lp.model, m.version, True, "ok")
         rec["verdicts"].append(vars(Verdict("inference", True, f"{rows} rows, finite")))
         rec.update(choice)
+        feasible = (choice.get("candidates") or {}).get("feasible", True)
+        if not feasible and self._feasible:  # plant-model 2.3 step 6: alarm, once an episode
+            log.warning("loop_no_feasible_candidate", loop=lp.name,
+                        reason=choice["candidates"]["reason"])  # fmt: skip
+        self._feasible = bool(feasible)
         target = choice["target"]
         current = self.act.current()
         if current is None:
@@ -256,7 +285,7 @@ class ControlLoop:
         *,
         now: float,
         started: float,
-    ) -> tuple[float, float] | None:
+    ) -> None:
         """Shadow: log; advisory: show and wait for the ack; closed loop (or acked): write."""
         lp = self.loop
         if lp.mode == "shadow":
@@ -264,23 +293,18 @@ class ControlLoop:
             return None
         if lp.mode == "advisory" and not await self.act.advise(value, choice, rec, now):
             return None
-        outcome = await self.act.write(current, value, rec, started)
+        # Whenever the PLC may have applied the value, self._moved has counted and recorded the
+        # move before the read-back wait (the guard's rate and interval see it, also after a
+        # restart), whatever the read-back then says.
+        outcome = await self.act.write(current, value, rec, started, self._moved)
         self.stats.writes[outcome] += 1
-        # The PLC accepted the write in these three cases: it is a move (the guard's rate and
-        # interval count it, also after a restart), whatever the read-back says.
-        move = (current, value)
         if outcome == "readback_mismatch":
             self._safety_stop(rec["write"]["reason"])
             rec["outcome"], rec["reason"] = "blocked", f"safety stop: {rec['write']['reason']}"
-            return move
-        if outcome == "remote_withdrawn":
+        elif outcome != "ok":
             rec["reason"] = f"write: {rec['write']['reason']}"
-            return move
-        if outcome != "ok":
-            rec["reason"] = f"write: {rec['write']['reason']}"
-            return None
-        rec["outcome"] = "write"
-        return move
+        else:
+            rec["outcome"] = "write"
 
     def _handshake(self, now: float) -> Verdict:
         lp = self.loop

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agent.clock import Clock
 from agent.core.latest import LatestValues
-from agent.errors import ConnectionLostError, WriteRejectedError
+from agent.errors import ConnectionLostError, RetryableError, WriteRejectedError
 from agent.logs import get_logger
 from agent.settings import Loop, Tag
 from drivers.base import Driver, Quality
@@ -69,24 +69,38 @@ class Actor:
         s = self._latest.get(self.loop.enable_tag) if self.loop.enable_tag else None
         return s is not None and s.quality is Quality.GOOD and s.value in (True, 1)
 
-    async def _write(self, tag: str, value: float | int) -> str | None:
-        """Write once; None when accepted, else why not."""
-        driver = self._drivers[tag]
+    async def _write(self, tag: str, value: float | int) -> tuple[str, str | None]:
+        """Write once: ("accepted", None); ("rejected", why) or ("not_sent", why): not
+        applied; ("unknown", why): the request may have reached the PLC (a timeout or a
+        connection lost mid-request), so it may have been applied."""
         try:
-            await driver.write(tag, value)
-        except (WriteRejectedError, ConnectionLostError) as exc:
-            return str(exc)
-        return None
+            await self._drivers[tag].write(tag, value)
+        except WriteRejectedError as exc:
+            return "rejected", str(exc)
+        except ConnectionLostError as exc:
+            text = str(exc)
+            return ("not_sent" if "not connected" in text else "unknown"), text
+        except RetryableError as exc:
+            return "unknown", str(exc)
+        return "accepted", None
 
-    async def write(self, current: float, value: float, rec: dict[str, Any], started: float) -> str:
+    async def write(
+        self,
+        current: float,
+        value: float,
+        rec: dict[str, Any],
+        started: float,
+        on_move: Callable[[float, float], Awaitable[None]],
+    ) -> str:
         """The write protocol; fills rec["write"]; returns ok / rejected / connection_lost /
-        readback_mismatch / remote_withdrawn."""
+        unknown / readback_mismatch / remote_withdrawn. `on_move` runs as soon as the PLC may
+        have applied the value, before the read-back wait (which a shutdown may cut short)."""
         lp = self.loop
         issued = time.perf_counter()
         self.decision_s.append(issued - started)
         del self.decision_s[:-1000]
-        sent_at = self._clock.now()
-        problem = await self._write(lp.target_tag, value)
+        before = self._latest.get(self.readback)  # a read-back must be a newer sample
+        status, problem = await self._write(lp.target_tag, value)
         w: dict[str, Any] = {
             "tag": lp.target_tag,
             "from": current,
@@ -94,20 +108,26 @@ class Actor:
             "decision_ms": round((issued - started) * 1000, 3),
         }
         rec["write"] = w
-        if problem is not None:
-            lost = "not connected" in problem or "connection" in problem.lower()
-            w.update(status="connection_lost" if lost else "rejected", reason=problem)
+        if status in ("rejected", "not_sent"):
+            w.update(status="rejected" if status == "rejected" else "connection_lost")
+            w["reason"] = problem
             log.warning("setpoint_write_failed", loop=lp.name, value=value, error=problem)
             return str(w["status"])
+        await on_move(current, value)
+        if status == "unknown":
+            w.update(status="unknown", reason=f"{problem} (the value may have been applied)")
+            log.warning("setpoint_write_unknown", loop=lp.name, value=value, error=problem)
+            return "unknown"
         w["status"] = "accepted"
-        deadline = sent_at + lp.readback_timeout_s
+        sent = self._clock.monotonic()
+        deadline = sent + lp.readback_timeout_s
         seen: float | None = None
         while True:
             s = self._latest.get(self.readback)
             seen = self._value(self.readback)
-            fresh = s is not None and s.source_time >= sent_at - 1.0
+            fresh = s is not None and s is not before  # judged on the PLC's samples only
             if seen is not None and abs(seen - value) <= lp.readback_tolerance and fresh:
-                w.update(readback=seen, readback_s=round(self._clock.now() - sent_at, 3))
+                w.update(readback=seen, readback_s=round(self._clock.monotonic() - sent, 3))
                 log.info(
                     "setpoint_written",
                     loop=lp.name,
@@ -120,7 +140,7 @@ class Actor:
             if not self._remote():
                 w.update(readback=seen, reason="the PLC withdrew remote during the read-back")
                 return "remote_withdrawn"
-            if self._clock.now() >= deadline:
+            if self._clock.monotonic() >= deadline:
                 break
             await self._clock.sleep(READBACK_POLL_S)
         reason = (
@@ -166,8 +186,8 @@ class Actor:
             (lp.advice_effect_tag, effect),
         ):
             if tag is not None and v is not None:
-                problem = await self._write(tag, v)
-                if problem is not None:
+                status, problem = await self._write(tag, v)
+                if status != "accepted":
                     rec["outcome"], rec["reason"] = "blocked", f"advice write: {problem}"
                     rec["advice"] = advice
                     return False

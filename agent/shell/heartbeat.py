@@ -1,7 +1,7 @@
 """The agent's heartbeat to the PLC: a counter written every second while the agent is healthy.
 
 Owns: one writer per heartbeat tag (loops that share a tag share its writer), the counter
-(starting from the clock so it differs from any value a previous run left behind, wrapping
+(starting at random, so an echo of a previous run's counter cannot pass for ours, wrapping
 inside INT32), the last counter the PLC accepted (`sent`, what gate 1 compares the echo
 with), and `stop(reason)`: after a safety event the heartbeat stops for good, so the PLC's
 watchdog drops the mill to local control and alarms; only a restart of the agent (a person's
@@ -11,9 +11,11 @@ Must not: retry a refused write within a beat, or write anything but the counter
 
 from __future__ import annotations
 
+import secrets
+
 from agent.clock import Clock
 from agent.core.health import Health
-from agent.errors import ConnectionLostError, WriteRejectedError
+from agent.errors import RetryableError, WriteRejectedError
 from agent.logs import get_logger
 from drivers.base import Driver
 
@@ -32,7 +34,8 @@ class Heartbeat:
         self.sent: int | None = None
         self.stopped: str | None = None
         self.failures = 0
-        self._counter = int(clock.now()) % _MODULUS
+        # A random start: the echo of a previous process's counter must not pass for ours.
+        self._counter = secrets.randbelow(_MODULUS)
 
     @property
     def name(self) -> str:
@@ -51,7 +54,7 @@ class Heartbeat:
         value = (self._counter + 1) % _MODULUS
         try:
             await self._driver.write(self.tag, value)
-        except (WriteRejectedError, ConnectionLostError) as exc:
+        except (WriteRejectedError, RetryableError) as exc:  # incl. a lost link, a timeout
             self.failures += 1
             self.sent = None
             (log.warning if self.failures == 1 else log.debug)(
@@ -68,13 +71,14 @@ class Heartbeat:
 
     async def run(self) -> None:
         """Beat every INTERVAL_S on the clock (drift-free) until stopped; then idle."""
-        self._health.watch(self.name, now=self._clock.monotonic(), max_silence_s=30 * INTERVAL_S)
-        due = self._clock.now()
+        mono = self._clock.monotonic  # a wall-clock step must not pause the heartbeat
+        self._health.watch(self.name, now=mono(), max_silence_s=30 * INTERVAL_S)
+        due = mono()
         while True:
             await self.beat()
-            self._health.beat(self.name, self._clock.monotonic())
+            self._health.beat(self.name, mono())
             due += INTERVAL_S
-            now = self._clock.now()
+            now = mono()
             if due < now - INTERVAL_S:  # fell behind (a stalled write): start afresh
                 due = now
             await self._clock.sleep(max(0.0, due - now))

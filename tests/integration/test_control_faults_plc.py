@@ -182,8 +182,26 @@ async def test_readback_mismatch_is_a_safety_stop(tmp_path: Path) -> None:
         db = sqlite3.connect(f"file:{rig.state_dir / 'audit.db'}?mode=ro", uri=True)
         try:
             row = db.execute(
-                "SELECT move_from, move_to FROM audit WHERE seq = ?", (rec["seq"],)
+                "SELECT move_from, move_to, seq FROM audit WHERE kind = 'setpoint_write' "
+                "AND loop = 'limestone' ORDER BY seq DESC LIMIT 1"
             ).fetchone()
         finally:
             db.close()
-        assert row == (w["from"], w["value"]), f"accepted write not kept as a move: {row}"
+        # Recorded as soon as the PLC accepted it, before the read-back wait.
+        assert row[:2] == (w["from"], w["value"]), f"accepted write not kept as a move: {row}"
+        assert row[2] < rec["seq"]
+        # A restart does not clear the stop while the PLC still grants remote: the stop holds
+        # until the PLC has been back in local control (a person then gives remote again).
+        await rig.stop()
+        await rig.start()
+        limestone = rig.loop("limestone")
+        assert limestone.stopped is not None and mill.read("RemoteActive").value is True
+        restart = last_seq(rig)
+        await more_cycles(rig, {"limestone": restart}, 3)
+        assert all(blocked("safety_stop", "before the restart")(r)
+                   for r in cycles(rig, "limestone", restart))  # fmt: skip
+        assert mill.read("LimestoneShareSetpoint").value == w["value"]
+        mill.operator("remote_enable", value=False)  # the operator takes over ...
+        await wait_for(lambda: limestone.stopped is None, 20, "the stop cleared by local")
+        mill.operator("remote_enable", value=True)  # ... and gives remote back
+        await wait_for(lambda: limestone.stats.writes["ok"] >= 1, 40, "a write after all that")

@@ -172,6 +172,7 @@ CASES: list[tuple[str, Edit, list[str]]] = [
             "{f}:36: loops[0].enable_tag: expected a tag name: mode 'closed_loop' needs enable_tag, found nothing",
             "{f}:36: loops[0].heartbeat_echo_tag: expected a tag name: mode 'closed_loop' needs heartbeat_echo_tag, found nothing",
             "{f}:36: loops[0].heartbeat_tag: expected a tag name: mode 'closed_loop' needs heartbeat_tag, found nothing",
+            "{f}:36: loops[0].inputs: expected at least one [[loops.inputs]], found none",
         ],
     ),
     (
