@@ -157,3 +157,15 @@ async def test_advisory_mode_shows_the_suggestion_and_writes_only_after_the_ack(
         assert write["advice"]["id"] == advice_id and write["advice"]["acknowledged"]
         assert write["write"]["value"] == value and write["write"]["readback"] == value
         assert mill.read("LimestoneShareSetpoint").value == value
+
+
+async def test_a_plc_clock_a_few_seconds_behind_does_not_fail_the_read_back(
+    tmp_path: Path,
+) -> None:
+    # At x30, -90 s of plant time is 3 s of wall time: inputs stay young enough (10 s) and
+    # the echo too (5 s); the read-back is judged on the PLC's own samples, not on our clock.
+    async with control_rig(tmp_path, min_interval_s=3.0, max_rate_per_h=100.0) as rig:
+        rig.plant.mill.inject("clock_skew", offset_s=-90.0)
+        await wait_for(lambda: rig.loop("limestone").stats.writes["ok"] >= 2, 60, "two writes")
+        assert rig.loop("limestone").stopped is None
+        assert rig.loop("limestone").stats.writes["readback_mismatch"] == 0
