@@ -1,15 +1,16 @@
 """One control loop: every cadence, gates -> model -> candidates -> guard -> act -> audit.
 
-Owns: the loop's schedule, its sample windows (fed by `observe`), its memory of moves
-(read back from the audit log at start, so restarts do not reset the guard's rate and
-interval), the operator's baseline (taken when the PLC grants remote), the safety stop,
-and the one audit record every cycle leaves (design "Control loops and safety", 1-7).
+Owns: the loop's schedule (monotonic clock), its memory of moves, operator's baseline and
+safety stop (read back from the audit log at start, so a restart resets neither the guard's
+rate and interval nor the baseline, and does not clear a safety stop), the record of every
+write the PLC may have applied (made before the read-back wait), and the one audit record
+every cycle leaves (design "Control loops and safety", 1-7).
 Must not: decide what is safe (agent.core.gates and agent.core.guard do), choose targets
 (agent.core.optimizer) or talk to the PLC except through its drivers; acting on a decision
 (write, read-back, advisory tags) is agent.shell.control_act.
 Invariants: nothing is written unless every gate of this cycle passed in this cycle; a
 write is never retried or replayed; after a safety stop the loop writes nothing until the
-agent restarts; the record is strict JSON (no NaN).
+agent restarts and the PLC has been back in local control; the record is strict JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.clock import Clock
-from agent.core.features import DERIVED, BlaineBias, Window
 from agent.core.gates import Verdict, check_handshake
 from agent.core.guard import RATE_WINDOW_S, GuardLimits, MoveHistory, guard
 from agent.core.health import Health
@@ -32,7 +32,13 @@ from agent.logs import get_logger
 from agent.settings import Loop, Tag
 from agent.shell.audit import AuditLog
 from agent.shell.control_act import Actor
-from agent.shell.control_model import BlockedError, features_for, infer, sample_record
+from agent.shell.control_model import (
+    BlockedError,
+    LoopInputs,
+    features_for,
+    infer,
+    sample_record,
+)
 from agent.shell.heartbeat import Heartbeat
 from agent.shell.models import ModelManager
 from drivers.base import Driver, Quality, Sample
@@ -66,41 +72,12 @@ class ControlLoop:
         self._feasible = True
         self.baseline: float | None = None
         self.history = MoveHistory()
-        self.bias = BlaineBias()
-        feature_of = {i.tag: i.feature for i in loop.inputs}
-        estimator = {f for needs in DERIVED.values() for f in needs}
-        self._windows = {
-            i.tag: Window(
-                max(
-                    loop.feature_window_s,
-                    i.window_s or 0.0,
-                    loop.estimator_window_s if i.feature in estimator else 0.0,
-                    3 * i.max_age_s if i.frozen_after_samples else 0.0,
-                )
-            )
-            for i in loop.inputs
-        }
-        self._feature_tag = {f: t for t, f in feature_of.items()}
+        self.inputs = LoopInputs(loop)
         self.act = Actor(loop, tags=tags, drivers=drivers, latest=latest, clock=clock)
 
     def observe(self, batch: Sequence[Sample]) -> None:
-        """Every driver batch passes here (on the event loop): keep this loop's windows."""
-        windows, lab = self._windows, self._feature_tag.get("lab_blaine")
-        for s in batch:
-            window = windows.get(s.tag)
-            if window is None or s.quality is not Quality.GOOD:
-                continue
-            v = s.value
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                window.add(s.source_time, float(v))
-                if s.tag == lab:
-                    fine = self._mean("product_fineness", s.source_time - 3600.0)
-                    if fine is not None:
-                        self.bias.update(s.source_time, float(v), fine)
-
-    def _mean(self, feature: str, since: float) -> float | None:
-        tag = self._feature_tag.get(feature)
-        return None if tag is None else self._windows[tag].mean(since)
+        """Every driver batch passes here (on the event loop)."""
+        self.inputs.observe(batch)
 
     async def run(self) -> None:
         """Cycle every cadence_s until cancelled (mode off: idle)."""
@@ -227,9 +204,9 @@ class ControlLoop:
             lp,
             session,
             latest=self._latest,
-            windows=self._windows,
-            bias=self.bias,
-            mean=self._mean,
+            windows=self.inputs.windows,
+            bias=self.inputs.bias,
+            mean=self.inputs.mean,
             now=now,
             rec=rec,
         )

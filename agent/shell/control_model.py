@@ -1,6 +1,7 @@
 """Gate 2 and the model for one control cycle: usable inputs -> feature vector -> prediction.
 
-Owns: running gate 2 (agent.core.gates) on the loop's latest samples, averaging usable
+Owns: the loop's input windows and Blaine-bias estimator (`LoopInputs`, fed with every
+driver batch), running gate 2 (agent.core.gates) on the loop's latest samples, averaging usable
 inputs over `feature_window_s`, checking every model feature (averaged, derived or imputed)
 against the model's training range, imputing a failed non-critical input with its training
 mean, and running one batched inference: the candidate grid (agent.core.optimizer) or the
@@ -11,7 +12,7 @@ Must not: write, remember anything between cycles or read a clock (`now` is pass
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from agent.settings import Loop
 from agent.shell.model_package import ModelSession
 from drivers.base import Quality, Sample
 
-__all__ = ["BlockedError", "features_for", "infer", "sample_record"]
+__all__ = ["BlockedError", "LoopInputs", "features_for", "infer", "sample_record"]
 
 Vector = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -36,6 +37,49 @@ class BlockedError(Exception):
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(verdict.reason)
         self.verdict = verdict
+
+
+class LoopInputs:
+    """A loop's recent input samples (Good, numeric) per tag, and its Blaine-bias estimator.
+
+    Each window keeps what its uses need: the feature window (or the input's own
+    `window_s`), the estimator window for the estimators' inputs, and enough samples for
+    the frozen-sensor check.
+    """
+
+    def __init__(self, loop: Loop) -> None:
+        estimator = {f for needs in DERIVED.values() for f in needs}
+        self.windows = {
+            i.tag: Window(
+                max(
+                    loop.feature_window_s,
+                    i.window_s or 0.0,
+                    loop.estimator_window_s if i.feature in estimator else 0.0,
+                    3 * i.max_age_s if i.frozen_after_samples else 0.0,
+                )
+            )
+            for i in loop.inputs
+        }
+        self.bias = BlaineBias()
+        self._tag_of = {i.feature: i.tag for i in loop.inputs}
+
+    def observe(self, batch: Sequence[Sample]) -> None:
+        windows, lab = self.windows, self._tag_of.get("lab_blaine")
+        for s in batch:
+            window = windows.get(s.tag)
+            if window is None or s.quality is not Quality.GOOD:
+                continue
+            v = s.value
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                window.add(s.source_time, float(v))
+                if s.tag == lab:
+                    fine = self.mean("product_fineness", s.source_time - 3600.0)
+                    if fine is not None:
+                        self.bias.update(s.source_time, float(v), fine)
+
+    def mean(self, feature: str, since: float) -> float | None:
+        tag = self._tag_of.get(feature)
+        return None if tag is None else self.windows[tag].mean(since)
 
 
 def sample_record(s: Sample | None) -> dict[str, Any] | None:
