@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_memory.py [--duration 300] [--sync on|off|both] [--tags 10000]
 
 The agent runs as a real subprocess (``edge-agent run --config FILE``) subscribed to an
-asyncua server (a second subprocess, bench/agent_harness.py) with ``--tags`` Double variables:
+asyncua server (a second subprocess, bench/plant_server.py) with ``--tags`` Double variables:
 every second the first ``--change`` share of them moves (noisy analog values) and the others
 move rarely (setpoints, states). One source, subscription mode, publishing_interval_s 1.0,
 1 s blocks, the local API on; sync to the reference receiver (``edge-agent cloud``, a third

@@ -7,7 +7,7 @@ just before ``Popen``) with a fresh state directory each time (the install case:
 file is created), against:
 - demo: the simulated mill (``edge-agent simulate``, a subprocess) with config/demo.toml as
   shipped (~60 tags on OPC UA and Modbus, two closed loops on the signed demo model);
-- plant: the 10,000-variable OPC UA server of bench/agent_harness.py with 10,000 subscribed
+- plant: the 10,000-variable OPC UA server of bench/plant_server.py with 10,000 subscribed
   tags and no loops.
 Sync is on, but its URL points at a port nobody listens on (the cloud is away): an acked
 block is deleted from the buffer, so with a live receiver the probe could miss the first

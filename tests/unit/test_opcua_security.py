@@ -24,7 +24,11 @@ from drivers.opcua_security import (
 )
 
 SERVER_URI = "urn:plc-17:s7"
-NOW = dt.datetime.now(dt.UTC)
+
+
+def now() -> dt.datetime:
+    """The time of the check (not of collection: a long suite must not age it)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def server_certificate(uri: str = SERVER_URI, days: int = 365) -> x509.Certificate:
@@ -48,13 +52,13 @@ def test_own_certificate_is_made_once_with_uri_and_host(tmp_path: Path) -> None:
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:h:edge-agent:a"]
     assert sans.get_values_for_type(x509.DNSName) == ["h"]
-    assert cert.not_valid_after_utc - NOW > dt.timedelta(days=4 * 365)
+    assert cert.not_valid_after_utc - now() > dt.timedelta(days=4 * 365)
     first = cert_path.read_bytes(), key_path.read_bytes()
     ensure_own_certificate(pki, application_uri="urn:h:edge-agent:a", hostname="h")
     assert (cert_path.read_bytes(), key_path.read_bytes()) == first  # reused
     ensure_own_certificate(pki, application_uri="urn:h:edge-agent:b", hostname="h")
     assert cert_path.read_bytes() != first[0]  # a new URI needs a new certificate
-    late = NOW + dt.timedelta(days=5 * 365 - 10)  # 10 days before it expires: renewed
+    late = now() + dt.timedelta(days=5 * 365 - 10)  # 10 days before it expires: renewed
     renewed = cert_path.read_bytes()
     ensure_own_certificate(pki, application_uri="urn:h:edge-agent:b", hostname="h", now=late)
     assert cert_path.read_bytes() != renewed
@@ -63,18 +67,18 @@ def test_own_certificate_is_made_once_with_uri_and_host(tmp_path: Path) -> None:
 def test_a_trusted_valid_certificate_is_accepted() -> None:
     cert = server_certificate()
     assert check_server_certificate(der(cert), application_uri=SERVER_URI, trusted=[cert],
-                                    now=NOW) == []  # fmt: skip
+                                    now=now()) == []  # fmt: skip
 
 
 def test_every_reason_to_refuse_is_given() -> None:
     cert = server_certificate(uri="urn:somebody-else")
     reasons = check_server_certificate(der(cert), application_uri=SERVER_URI, trusted=[],
-                                       now=NOW + dt.timedelta(days=400))  # fmt: skip
+                                       now=now() + dt.timedelta(days=400))  # fmt: skip
     assert len(reasons) == 3
     assert "expired" in reasons[0] and "urn:somebody-else" in reasons[1]
     assert "unknown" in reasons[2]
     assert check_server_certificate(b"junk", application_uri=SERVER_URI, trusted=[],
-                                    now=NOW) == ["it is not a valid X.509 certificate"]  # fmt: skip
+                                    now=now()) == ["it is not a valid X.509 certificate"]  # fmt: skip
 
 
 def test_key_usage_is_checked() -> None:
@@ -83,7 +87,7 @@ def test_key_usage_is_checked() -> None:
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=9))
+        .not_valid_before(now() - dt.timedelta(days=1)).not_valid_after(now() + dt.timedelta(days=9))
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SERVER_URI)]),
                        critical=False)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
@@ -93,7 +97,7 @@ def test_key_usage_is_checked() -> None:
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     reasons = check_server_certificate(der(cert), application_uri=SERVER_URI, trusted=[cert],
-                                       now=NOW)  # fmt: skip
+                                       now=now())  # fmt: skip
     assert reasons == ["its key usage does not allow digital signature and key encipherment"]
 
 
@@ -103,16 +107,16 @@ def test_a_certificate_issued_by_a_trusted_ca_is_accepted() -> None:
     leaf = (
         x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "plc")]))
         .issuer_name(ca.subject).public_key(leaf_key.public_key()).serial_number(2)
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=9))
+        .not_valid_before(now() - dt.timedelta(days=1)).not_valid_after(now() + dt.timedelta(days=9))
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SERVER_URI)]),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     assert check_server_certificate(der(leaf), application_uri=SERVER_URI, trusted=[ca],
-                                    now=NOW) == []  # fmt: skip
+                                    now=now()) == []  # fmt: skip
     other_ca = generate_self_signed_app_certificate(generate_private_key(), "x", {}, [], [])
     assert check_server_certificate(der(leaf), application_uri=SERVER_URI, trusted=[other_ca],
-                                    now=NOW)  # fmt: skip
+                                    now=now())  # fmt: skip
 
 
 def test_rejected_then_trusted(tmp_path: Path) -> None:
