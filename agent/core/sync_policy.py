@@ -89,7 +89,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "¹" and "٣" are digits to str.isdigit, not to float
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

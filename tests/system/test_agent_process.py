@@ -18,6 +18,9 @@ CONFIG = """\
 id = "sys-1"
 state_dir = "state"
 shutdown_timeout_s = 5
+
+[api]
+enabled = false  # tests run side by side: no fixed port
 """
 
 
@@ -177,5 +180,5 @@ def test_unreadable_sync_ca_bundle_is_a_configuration_error(tmp_path: Path) -> N
     assert result.returncode == 78, result.stdout
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0].startswith(
-        f"{path}:8: sync.ca_file: expected a readable PEM CA"
+        f"{path}:11: sync.ca_file: expected a readable PEM CA"
     )

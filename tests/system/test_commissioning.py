@@ -38,6 +38,9 @@ def _config(tmp: Path, opcua_url: str, modbus_port: int, *, secure: bool = False
 id = "commissioning"
 state_dir = "state"
 
+[api]
+enabled = false
+
 [[sources]]
 kind = "opcua"
 name = "mill"

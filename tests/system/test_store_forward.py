@@ -58,6 +58,9 @@ enabled = {"true" if sync else "false"}
 url = "{cloud_url}"
 flush_interval_s = 0.2
 max_buffer_bytes = {max_buffer_bytes}
+
+[api]
+enabled = false
 """
     path = tmp / "agent.toml"
     path.write_text(text)

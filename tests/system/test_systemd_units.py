@@ -80,6 +80,7 @@ def test_agent_notifies_ready_status_watchdog_and_stopping(
     config.write_text(
         f'[agent]\nid = "sd-1"\nstate_dir = "state"\nshutdown_timeout_s = 5\n\n'
         f'[sync]\nurl = "http://127.0.0.1:{_free_port()}/"\nflush_interval_s = 0.2\n'
+        "\n[api]\nenabled = false\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
     env.pop("CREDENTIALS_DIRECTORY", None)
