@@ -23,6 +23,7 @@ from pathlib import Path
 
 from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
+from agent.core.backoff import Backoff
 from agent.core.blocks import Catalog, CatalogEntry
 from agent.core.health import Health
 from agent.core.latest import LatestValues
@@ -46,6 +47,7 @@ from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
 
 FORCED_EXIT = 1
+SOURCE_RETRY_MAX_S = 5.0
 BUFFER_FILE = "buffer.db"
 
 log = get_logger(__name__)
@@ -96,7 +98,9 @@ class App:
         )
         self.drivers = build_drivers(loaded, state_dir, self.clock)
         # Two supervisors so that shutdown is ordered: sources first, then the pipeline.
-        self.sources = Supervisor(self.clock)
+        # A field device that comes back is reconnected within ~5 s: the PLC's watchdog on the
+        # heartbeat (10-30 s) must not latch because our retry happened to wait a minute.
+        self.sources = Supervisor(self.clock, backoff=Backoff(max_s=SOURCE_RETRY_MAX_S))
         self.pipeline = Supervisor(self.clock)
         for driver in self.drivers:
             self.sources.add(f"source:{driver.name}", functools.partial(driver.run, self.emit))
