@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +23,10 @@ from agent.core.latest import LatestValues
 from agent.core.model_manifest import ModelRejectedError
 from agent.core.optimizer import Axis, Objective, build_grid, choose
 from agent.settings import Loop
-from agent.shell.model_package import ModelSession
 from drivers.base import Quality, Sample
+
+if TYPE_CHECKING:
+    from agent.shell.model_session import ModelSession
 
 __all__ = ["BlockedError", "LoopInputs", "features_for", "infer", "sample_record"]
 

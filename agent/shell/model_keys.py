@@ -45,7 +45,6 @@ from agent.shell.model_package import (
     SignatureStatus,
     check_signature,
     load_public_key,
-    open_session,
     read_manifest,
     read_model,
 )
@@ -147,6 +146,8 @@ def verify_package(directory: Path, public_key_path: Path | None = None) -> Veri
         return VerifyReport(directory, "", "", (), (), signature, tuple(errors))
     manifest = parse_manifest(raw)
     try:
+        from agent.shell.model_session import open_session
+
         open_session(directory, manifest, read_model(directory, manifest))
     except ModelRejectedError as exc:
         errors.append(str(exc))

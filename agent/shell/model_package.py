@@ -22,48 +22,31 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import onnxruntime as ort
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from numpy.typing import NDArray
-from onnxruntime.capi.onnxruntime_pybind11_state import (
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    RuntimeException,
-)
-from onnxruntime.capi.onnxruntime_pybind11_state import (
-    NotImplemented as OrtNotImplemented,
-)
 
 from agent.core.model_manifest import (
-    GraphSignature,
     ModelManifest,
     ModelRejectedError,
-    TensorSpec,
     canonical_json,
-    check_graph,
     parse_manifest,
-    training_midpoints,
 )
 from agent.logs import get_logger
+
+if TYPE_CHECKING:
+    from agent.shell.model_session import ModelSession
 
 __all__ = [
     "MANIFEST_FILE",
     "SIGNATURE_FILE",
-    "ModelSession",
     "SignatureStatus",
     "check_signature",
     "load_package",
     "load_public_key",
-    "open_session",
     "read_manifest",
     "read_model",
 ]
@@ -72,15 +55,6 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 SignatureStatus = Literal["valid", "invalid", "missing", "not_checked"]
 
-_ORT_ERRORS = (
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    OrtNotImplemented,
-    RuntimeException,
-)
-_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
 _log = get_logger(__name__)
 
 
@@ -154,6 +128,8 @@ def load_package(directory: Path, public_key: Ed25519PublicKey | None) -> ModelS
         if status == "invalid":
             raise ModelRejectedError(sig, "bad signature: manifest.json was not signed by this key")
     manifest = parse_manifest(raw, str(directory / MANIFEST_FILE))
+    from agent.shell.model_session import open_session  # onnxruntime only when a model runs
+
     session = open_session(directory, manifest, read_model(directory, manifest))
     _log.info(
         "model_loaded",
@@ -164,80 +140,3 @@ def load_package(directory: Path, public_key: Ed25519PublicKey | None) -> ModelS
         signature="valid" if public_key is not None else "not_checked",
     )
     return session
-
-
-def open_session(directory: Path, manifest: ModelManifest, data: bytes) -> ModelSession:
-    """Create the session from verified model bytes, check its graph, warm it up."""
-    session = ModelSession(directory, manifest, _create_session(directory, data))
-    session.predict(np.asarray([training_midpoints(manifest)], dtype=np.float32))
-    return session
-
-
-def _create_session(directory: Path, data: bytes) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    path = str(directory / "model.onnx")
-    try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except _ORT_ERRORS as exc:
-        raise ModelRejectedError(path, f"onnxruntime refused the graph: {exc}") from exc
-    return session
-
-
-def _signature(session: Any) -> GraphSignature:
-    def spec(arg: Any) -> TensorSpec:
-        return TensorSpec(arg.name, _DTYPES.get(arg.type, arg.type), tuple(arg.shape))
-
-    inputs = tuple(spec(arg) for arg in session.get_inputs())
-    return GraphSignature(inputs, tuple(spec(arg) for arg in session.get_outputs()))
-
-
-@dataclass(frozen=True, eq=False)
-class ModelSession:
-    """A verified, warmed-up model: ``manifest`` says what it is, ``predict`` runs batches."""
-
-    directory: Path
-    manifest: ModelManifest
-    _session: Any
-
-    def __post_init__(self) -> None:
-        problems = check_graph(self.manifest, _signature(self._session))
-        if problems:
-            file = str(self.directory / self.manifest.model.file)
-            raise ModelRejectedError(file, "graph does not match manifest: " + "; ".join(problems))
-
-    def predict(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Run one batch: float32 ``[N, n_inputs]`` in, float32 ``[N, n_outputs]`` out."""
-        file = str(self.directory / self.manifest.model.file)
-        n_in, n_out = len(self.manifest.inputs), len(self.manifest.outputs)
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            found = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-            raise ModelRejectedError(file, f"input: expected float32 array, found {found}")
-        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != n_in:
-            raise ModelRejectedError(
-                file, f"input shape: expected [N >= 1, {n_in}], found {list(x.shape)}"
-            )
-        if not np.isfinite(x).all():
-            raise ModelRejectedError(file, "input: NaN or Inf values")
-        feeds = {self.manifest.model.input_name: np.ascontiguousarray(x)}
-        try:
-            (y,) = self._session.run([self.manifest.model.output_name], feeds)
-        except _ORT_ERRORS as exc:
-            raise ModelRejectedError(file, f"inference failed: {exc}") from exc
-        if not isinstance(y, np.ndarray) or y.dtype != np.float32:
-            raise ModelRejectedError(file, "output: expected a float32 array")
-        if y.shape != (x.shape[0], n_out):
-            raise ModelRejectedError(
-                file, f"output shape: expected [{x.shape[0]}, {n_out}], found {list(y.shape)}"
-            )
-        bad = ~np.isfinite(y)
-        if bad.any():
-            rows = sorted({int(r) for r in np.nonzero(bad)[0][:5]})
-            raise ModelRejectedError(
-                file, f"output: {int(bad.sum())} NaN or Inf values (first rows {rows})"
-            )
-        return y

@@ -20,13 +20,16 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.core.model_manifest import ModelRejectedError
 from agent.logs import get_logger
-from agent.shell.model_package import MANIFEST_FILE, ModelSession, load_package
+from agent.shell.model_package import MANIFEST_FILE, load_package
+
+if TYPE_CHECKING:
+    from agent.shell.model_session import ModelSession
 
 __all__ = ["PROBATION_CYCLES", "ModelManager"]
 
