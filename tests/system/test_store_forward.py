@@ -80,6 +80,18 @@ async def _events(proc: asyncio.subprocess.Process) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
 
 
+async def _until_started(proc: asyncio.subprocess.Process) -> list[dict[str, object]]:
+    """The agent's log events up to and including `agent_started` (fails after 30 s)."""
+    assert proc.stdout is not None
+    events: list[dict[str, object]] = []
+    while not any(e.get("event") == "agent_started" for e in events):
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert line, "the agent ended before it started"
+        if line.startswith(b"{"):
+            events.append(json.loads(line))
+    return events
+
+
 def _pending(state: Path) -> int:
     with sqlite3.connect(f"file:{state / 'buffer.db'}?mode=ro", uri=True) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -158,9 +170,10 @@ async def test_corrupt_buffer_is_moved_aside_and_the_agent_starts(
     state.mkdir()
     (state / "buffer.db").write_bytes(b"this is not a database" * 1000)
     proc = await _start(config)
-    await asyncio.sleep(3)
+    first = await _until_started(proc)  # a SIGTERM before the handlers exist just kills it
+    await asyncio.sleep(1)
     proc.send_signal(signal.SIGTERM)
-    events = await _events(proc)
+    events = first + await _events(proc)
     assert proc.returncode == 0
     aside = [p for p in state.iterdir() if p.name.startswith("buffer.db") and "corrupt" in p.name]
     assert len(aside) == 1, sorted(p.name for p in state.iterdir())
