@@ -16,6 +16,7 @@ at all, `session()` is None and the loops hold.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,12 @@ class ModelManager:
         self._audit = audit
         self._scan_interval_s = scan_interval_s
         self._models = {name: _Model(name, pin) for name, pin in pins.items()}
+        if self._models:
+            # onnxruntime is imported here, on the event loop's thread, once: a first import
+            # inside a worker thread (load_package runs in one) while the main thread imports
+            # too risks the import lock; two loaded CI runs timed out in model loading right
+            # after the import became lazy.
+            importlib.import_module("agent.shell.model_session")
 
     def session(self, name: str) -> ModelSession | None:
         model = self._models.get(name)
