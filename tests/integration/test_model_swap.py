@@ -102,6 +102,10 @@ async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(
         assert control.models.active == {"vrm-quality": "1.2.0"}
         await wait_for(lambda: control.models.active == {"vrm-quality": "1.0.0"}, 20,
                        "the rollback to 1.0.0")  # fmt: skip
+        # The rollback happens inside the failing cycle, before that cycle's record is written.
+        await wait_for(lambda: [r for r in rig.records("cycle")[seen:]
+                                if r.get("model", {}).get("version") == "1.2.0"], 10,
+                       "the failing cycle's record")  # fmt: skip
         back = rig.records("model_rolled_back")[-1]
         assert (back["version"], back["to"]) == ("1.2.0", "1.0.0")
         assert "NaN" in back["reason"]
