@@ -30,16 +30,11 @@ from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.settings import ApiSection
 from agent.shell.api import serve_api
+from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(tmp: Path, plant: SimulatedPlant, cloud_url: str, api_port: int) -> Path:

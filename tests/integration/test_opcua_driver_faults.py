@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -29,16 +28,11 @@ from agent.settings import OpcUaSource, Tag
 from agent.shell.supervisor import Supervisor
 from drivers.base import BAD_NODE_ID_UNKNOWN, Quality, Sample
 from drivers.opcua import OpcUaDriver
+from tests.ports import free_port
 
 NS = "urn:edge-agent:test:line"
 ROOT = Path(__file__).resolve().parents[2]
 BACKOFF = Backoff(initial_s=0.1, max_s=0.4, jitter=0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ServerProcess:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/opt/edge-agent"
@@ -112,12 +113,6 @@ def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def simulator() -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen(
@@ -179,7 +174,7 @@ def test_installed_agent_checks_the_demo_config_and_runs_against_the_simulator(
     text = _replace_once(text, '"opc.tcp://127.0.0.1:4840"', f'"{opcua_url}"')
     text = _replace_once(text, "port = 5020", f"port = {modbus_port}")
     text = _replace_once(text, 'state_dir = "../state/demo"', f'state_dir = "{tmp_path / "state"}"')
-    text = _replace_once(text, "port = 8787", f"port = {_free_port()}")
+    text = _replace_once(text, "port = 8787", f"port = {free_port()}")
     config = shipped.with_name(f"{tmp_path.name}.toml")  # beside it: ../models stays valid
     config.write_text(text)
     db = tmp_path / "state" / "buffer.db"
@@ -340,7 +335,7 @@ def test_unhealthy_upgrade_is_rolled_back_automatically(
     bad_release: Path, installed: Path, tmp_path: Path
 ) -> None:
     before = _link(installed, "current")
-    port = _free_port()
+    port = free_port()
     config = installed / "etc/edge-agent/agent.toml"
     config.write_text(
         f'[agent]\nid = "hc-1"\nstate_dir = "{tmp_path / "state"}"\nshutdown_timeout_s = 5\n'

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ import pytest
 
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
+from tests.ports import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
@@ -27,12 +27,6 @@ NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(tmp: Path, plant: SimulatedPlant, cloud_port: int, api_port: int) -> Path:

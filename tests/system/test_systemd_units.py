@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings import AgentSection
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
@@ -38,12 +39,6 @@ INSTANCES = ["edge-agent.service", "edge-agent@line1.service"]
 
 
 # -- the agent under a fake service manager -----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _receive(sock: socket.socket, until: str, seen: list[str], timeout_s: float = 30) -> None:
@@ -79,7 +74,7 @@ def test_agent_notifies_ready_status_watchdog_and_stopping(
     # No cloud listens on that port: an outage, which must not stop the watchdog.
     config.write_text(
         f'[agent]\nid = "sd-1"\nstate_dir = "state"\nshutdown_timeout_s = 5\n\n'
-        f'[sync]\nurl = "http://127.0.0.1:{_free_port()}/"\nflush_interval_s = 0.2\n'
+        f'[sync]\nurl = "http://127.0.0.1:{free_port()}/"\nflush_interval_s = 0.2\n'
         "\n[api]\nenabled = false\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
