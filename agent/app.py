@@ -35,6 +35,7 @@ from agent.shell.api import serve_api
 from agent.shell.block_builder import BlockBuilder
 from agent.shell.buffer import Buffer, StoreCorruptError, StoreUnavailableError
 from agent.shell.control_setup import Control, KeyFileError, open_control
+from agent.shell.memory import FREEZE_AFTER_S, freeze_startup, tune_allocator
 from agent.shell.remote_diagnostics import LogRing
 from agent.shell.remote_setup import build_remote
 from agent.shell.sdnotify import Notifier, keep_alive, status_line
@@ -215,6 +216,7 @@ class App:
         await self._open_pipeline()
         assert self.buffer is not None
         self._announce_ready()
+        asyncio.get_running_loop().call_later(FREEZE_AFTER_S, freeze_startup)
         log.info("agent_started", agent_id=s.agent.id, version=version("edge-agent"),
                  config=str(self.loaded.path), state_dir=str(self.state_dir),
                  sources=len(s.sources), tags=len(s.tags), loops=len(s.loops),
@@ -251,6 +253,16 @@ class App:
             )
 
 
+def _pending_tasks() -> list[str]:
+    """What a forced shutdown left running: each task's name and where it is waiting."""
+    waiting = []
+    for task in asyncio.all_tasks():
+        frames = task.get_stack()
+        where = f" at {frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else ""
+        waiting.append(f"{task.get_name()}{where}")
+    return sorted(waiting)
+
+
 async def _serve(app: App) -> None:
     """Run the app; turn the first signal into an ordered shutdown, the second into an exit."""
     loop = asyncio.get_running_loop()
@@ -259,7 +271,7 @@ async def _serve(app: App) -> None:
     timeout = app.loaded.settings.agent.shutdown_timeout_s
 
     def force(reason: str) -> None:
-        log.error("shutdown_forced", reason=reason)
+        log.error("shutdown_forced", reason=reason, waiting=_pending_tasks())
         sys.stdout.flush()
         os._exit(FORCED_EXIT)
 
@@ -289,6 +301,7 @@ def run_agent(loaded: LoadedConfig) -> int:
     Raises StateDirError (before anything starts) when the state directory is unusable.
     """
     configure_logging(loaded.settings.agent.log_level)
+    tune_allocator()  # before asyncio starts any thread
     with state_dir_lock(loaded) as state_dir:
         asyncio.run(_serve(App(loaded, state_dir)))
     log.info("agent_stopped", agent_id=loaded.settings.agent.id)

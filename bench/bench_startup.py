@@ -96,8 +96,8 @@ def one_start(
     if code != 0:  # reported, not fatal: the start-up was measured before the stop
         tail = "\n".join(log_path.read_text().splitlines()[-3:])
         print(f"   the agent exited with {code} after SIGTERM; the end of its log:\n{tail}")
-    # The first block is committed at the builder's first flush tick after the first data, so
-    # the figures cluster one flush_interval_s (1 s) apart.
+    # The block builder commits the first samples after start at once (later ones at each
+    # flush_interval_s tick), so this is the first data's arrival plus one SQLite commit.
     times = {event: stamp - began for event, stamp in log_times(log_path).items()}
     return {**times, "first_sample_buffered": buffered}
 

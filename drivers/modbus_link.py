@@ -14,7 +14,8 @@ anything (pymodbus' own retries and reconnects are switched off: the driver and 
 supervisor own that policy), log, or let a pymodbus exception escape.
 Invariants: at most one request in flight per connection; a lost connection fails the
 request in flight at once (the `trace_connect` hook fails pymodbus' pending future), instead
-of after the response timeout.
+of after the response timeout; a cancellation is never lost inside pymodbus (see
+`_honour_cancel`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class Link:
             connected = await self._client.connect()
         except (ModbusException, OSError) as exc:
             raise ConnectionLostError(f"could not connect to {self.where}: {exc}") from exc
+        finally:
+            _honour_cancel()
         if not connected:
             raise ConnectionLostError(
                 f"could not connect to {self.where} within {self.source.timeout_s:g} s"
@@ -201,4 +204,20 @@ class Link:
             return None  # no (matching) answer within timeout_s
         except (ModbusException, OSError) as exc:
             raise ConnectionLostError(f"connection to {self.where} failed: {exc}") from exc
+        finally:
+            _honour_cancel()
         return response
+
+
+def _honour_cancel() -> None:
+    """Raise the cancellation pymodbus may have swallowed.
+
+    pymodbus awaits `asyncio.wait_for`, which before Python 3.12 returns the result instead
+    of raising when the task is cancelled in the same loop iteration as the answer arrives
+    (CPython gh-86296; asyncua guards against it with wait_for2, pymodbus does not). The
+    cancellation is then lost and the scan loop runs on: a SIGTERM hung the shutdown until
+    its 10 s limit. The task's `cancelling()` count still says it was asked to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -14,7 +14,8 @@
 # Upgrade with systemd: `edge-agent check` the live config with the new version before
 # switching; after switching, restart the unit and wait for it to be active and for
 # GET /healthz to answer 200; otherwise switch back, restart, and exit 1.
-# --root DIR puts every path under DIR and creates no users (tests, image builds).
+# --root DIR puts every path under DIR (image builds, tests); the system user is then created
+# in DIR/etc/passwd by `systemd-sysusers --root DIR`, when that is installed.
 set -euo pipefail
 umask 022
 for var in $(compgen -e); do  # no pip settings from the environment: only the bundle counts
@@ -220,7 +221,7 @@ system_files() {
     done
     ln -sfn "$PREFIX/current/bin/edge-agent" "$ROOT/usr/local/bin/edge-agent"
     if [ -n "$ROOT" ]; then
-        say "--root: no user created; files under $ROOT"
+        root_user
         return 0
     fi
     if command -v systemd-sysusers >/dev/null 2>&1 && [ -f /etc/sysusers.d/edge-agent.conf ]; then
@@ -234,6 +235,22 @@ system_files() {
     fi
     chown "root:$SERVICE_USER" "$ETC"
     chown "$SERVICE_USER:$SERVICE_USER" "$STATE"
+}
+
+root_user() {  # --root: the system user in DIR's own passwd/group, owners by its numbers
+    local ids
+    if ! command -v systemd-sysusers >/dev/null 2>&1; then
+        say "--root: systemd-sysusers not found, no user created in $ROOT"
+        return 0
+    fi
+    systemd-sysusers --root "$ROOT" "$ROOT/etc/sysusers.d/edge-agent.conf"
+    ids=$(awk -F: -v u="$SERVICE_USER" '$1 == u { print $3 ":" $4 }' "$ROOT/etc/passwd")
+    [ -n "$ids" ] || die "systemd-sysusers did not create $SERVICE_USER in $ROOT/etc/passwd"
+    if [ "$(id -u)" = 0 ]; then
+        chown "0:${ids#*:}" "$ETC"
+        chown "$ids" "$STATE"
+    fi
+    say "--root: user $SERVICE_USER ($ids) in $ROOT/etc/passwd; files under $ROOT"
 }
 
 precheck() {  # precheck VERSION: the new version accepts the live configuration

@@ -1,9 +1,11 @@
 """The block builder: collects the drivers' samples into one telemetry block per flush interval.
 
 Owns: the open block (samples since the last flush, in arrival order), the flush schedule
-(every ``flush_interval_s`` on the injected clock, drift-free, and early when
-``max_block_samples`` samples are open), and dropping samples that cannot be stored: tags not
-in the catalog (WARNING once per tag) and samples ``sample_problem`` refuses (WARNING once).
+(every ``flush_interval_s`` on the injected clock, drift-free; early when
+``max_block_samples`` samples are open, and at once for the first samples after start, so
+the first data is durable without waiting a whole interval), and dropping samples that
+cannot be stored: tags not in the catalog (WARNING once per tag) and samples
+``sample_problem`` refuses (WARNING once).
 Must not: block or await in ``add`` (it is a driver's ``SampleSink``, called on the event
 loop), touch SQLite (the buffer does), or reorder samples.
 Invariants:
@@ -56,6 +58,7 @@ class BlockBuilder:
         self._known = frozenset(entry.name for entry in catalog.entries)
         self._open: list[Sample] = []
         self._full = asyncio.Event()
+        self._first = True  # the first samples after start are flushed at once
         self._on_progress = on_progress  # called after every flush of run(): the watchdog's beat
         self.unknown_tags: dict[str, int] = {}
         self.dropped_unknown = 0
@@ -71,7 +74,8 @@ class BlockBuilder:
                 keep(sample)
             else:
                 self._drop_unknown(sample.tag)
-        if len(self._open) >= self._max:
+        if len(self._open) >= self._max or (self._first and self._open):
+            self._first = False
             self._full.set()
 
     async def run(self) -> None:

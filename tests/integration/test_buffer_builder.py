@@ -52,7 +52,7 @@ def s(tag: str, k: int) -> Sample:
     return Sample(tag, T + k, float(k))
 
 
-async def test_one_block_per_interval_on_a_drift_free_schedule(
+async def test_the_first_samples_are_stored_at_once_then_one_block_per_interval(
     buffer: Buffer, clock: FakeClock
 ) -> None:
     builder = BlockBuilder(
@@ -61,19 +61,26 @@ async def test_one_block_per_interval_on_a_drift_free_schedule(
     task = asyncio.create_task(builder.run())
     try:
         await clock.advance(0.25)
-        builder.add([s("a", 1), s("b", 2)])
-        await clock.advance(0.5)
-        assert await telemetry(buffer) == []  # not before the interval
+        builder.add([s("a", 1), s("b", 2)])  # the first data after start: stored at once
+        await clock.advance(0.0)
+        assert await telemetry(buffer) == [(T + 0.25, [s("a", 1), s("b", 2)])]
         builder.add([s("a", 3)])
-        await clock.advance(0.25)  # t = 1.0
-        await clock.advance(1.0)  # t = 2.0: nothing open, no empty block
+        await clock.advance(0.5)
+        assert len(await telemetry(buffer)) == 1  # later data: not before the tick
         builder.add([s("b", 4)])
+        await clock.advance(0.25)  # t = 1.0: the first tick, on the grid of the start
+        await clock.advance(1.0)  # t = 2.0: nothing open, no empty block
+        builder.add([s("a", 5)])
         await clock.advance(1.0)  # t = 3.0
     finally:
         await stop(task)
     blocks = await telemetry(buffer)
-    assert blocks == [(T + 1.0, [s("a", 1), s("b", 2), s("a", 3)]), (T + 3.0, [s("b", 4)])]
-    assert (builder.blocks, builder.samples) == (2, 4)
+    assert blocks == [
+        (T + 0.25, [s("a", 1), s("b", 2)]),
+        (T + 1.0, [s("a", 3), s("b", 4)]),
+        (T + 3.0, [s("a", 5)]),
+    ]
+    assert (builder.blocks, builder.samples) == (3, 5)
 
 
 async def test_a_late_wake_up_skips_missed_ticks_instead_of_bunching(
@@ -84,17 +91,22 @@ async def test_a_late_wake_up_skips_missed_ticks_instead_of_bunching(
     )
     task = asyncio.create_task(builder.run())
     try:
+        builder.add([s("b", 0)])  # the first data, stored at once (see above)
         await clock.advance(0.0)
         builder.add([s("a", 1)])
         clock.jump(2.5)  # the loop was busy: ticks 1.0 and 2.0 are overdue
         await clock.advance(0.0)
         builder.add([s("a", 2)])
         await clock.advance(0.4)  # t = 2.9: the schedule did not move to 3.5
-        assert len(await telemetry(buffer)) == 1
+        assert len(await telemetry(buffer)) == 2
         await clock.advance(0.1)  # t = 3.0, on the original grid
     finally:
         await stop(task)
-    assert await telemetry(buffer) == [(T + 2.5, [s("a", 1)]), (T + 3.0, [s("a", 2)])]
+    assert await telemetry(buffer) == [
+        (T, [s("b", 0)]),
+        (T + 2.5, [s("a", 1)]),
+        (T + 3.0, [s("a", 2)]),
+    ]
 
 
 async def test_a_full_block_flushes_at_once_in_order(buffer: Buffer, clock: FakeClock) -> None:
@@ -130,7 +142,7 @@ async def test_unknown_tags_and_unstorable_values_are_dropped_and_counted(
             await clock.advance(1.0)
     finally:
         await stop(task)
-    assert await telemetry(buffer) == [(T + 1.0, [s("a", 1), s("b", 5)])]
+    assert await telemetry(buffer) == [(T, [s("a", 1), s("b", 5)])]
     assert (builder.dropped_unknown, builder.unknown_tags) == (3, {"x": 2, "y": 1})
     assert builder.dropped_invalid == 1
     warnings = [(e["event"], e.get("tag")) for e in logs if e["log_level"] == "warning"]

@@ -150,6 +150,7 @@ class AdHocServer:
         self.port = 0
         self.muted: set[int] = set()
         self.requests: list[tuple[int, int]] = []  # (unit, function code) as received
+        self.on_answer: Callable[[], object] | None = None  # called as each answer is sent
         self._server: ModbusTcpServer | None = None
 
     def trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
@@ -157,6 +158,8 @@ class AdHocServer:
             self.requests.append((pdu.dev_id, pdu.function_code))
             if pdu.dev_id in self.muted:
                 return cast(ModbusPDU, None)  # pymodbus drops a request traced to None
+        elif self.on_answer is not None:
+            self.on_answer()
         return pdu
 
     async def start(self) -> None:
@@ -572,6 +575,35 @@ async def test_cancellation_mid_request_propagates_and_marks_bad(
         ("b", BAD_NO_COMMUNICATION),
     }
     assert drv.state is DriverState.DISCONNECTED
+
+
+async def test_a_cancellation_that_meets_an_answer_is_not_lost(
+    adhoc_server: AdHocServer,
+) -> None:
+    """pymodbus awaits asyncio.wait_for, which before Python 3.12 drops a cancellation that
+    wakes the task in the same loop iteration as the answer (CPython gh-86296): the scan loop
+    then ran on, and a SIGTERM hung until the 10 s shutdown limit. Here the server, as it
+    sends an answer, schedules the cancellation for the next iteration, the one in which the
+    answer arrives: exactly that coincidence."""
+    tags = [tag("a", "holding:1", "uint16")]
+    drv, sink = driver(source(adhoc_server.port), tags), Sink()
+    task = asyncio.create_task(drv.run(sink))
+    await sink.good("a")
+    loop = asyncio.get_running_loop()
+
+    def cancel_once() -> None:  # one cancellation only, as one SIGTERM
+        adhoc_server.on_answer = None
+        loop.call_soon(task.cancel)
+
+    adhoc_server.on_answer = cancel_once
+    await asyncio.wait({task}, timeout=3.0)  # waits without cancelling anything
+    if not task.done():
+        task.cancel()  # a second cancellation stops it; the first one was lost
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pytest.fail("the driver ran on for 3 s after its cancellation")
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_a_write_to_a_silent_unit_times_out_naming_the_tag(

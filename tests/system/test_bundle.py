@@ -201,6 +201,35 @@ def test_installed_agent_checks_the_demo_config_and_runs_against_the_simulator(
     assert events[-1] == "agent_stopped"
 
 
+def test_the_install_creates_the_user_and_the_units_enable_with_the_real_systemd_tools(
+    installed: Path,
+) -> None:
+    """systemd-sysusers (run by install.sh --root) and `systemctl --root DIR enable`, both the
+    machine's own, on the installed tree: the user the unit runs as, the owners of the
+    configuration and state directories, and the units plant IT enables."""
+    passwd = (installed / "etc/passwd").read_text().splitlines()
+    (entry,) = [line.split(":") for line in passwd if line.startswith("edge-agent:")]
+    uid, gid, home, shell = int(entry[2]), int(entry[3]), entry[5], entry[6]
+    assert 0 < uid < 1000 and home == "/var/lib/edge-agent" and shell.endswith("nologin")
+    assert f"edge-agent:x:{gid}:" in (installed / "etc/group").read_text()
+    state, etc = (installed / "var/lib/edge-agent").stat(), (installed / "etc/edge-agent").stat()
+    if os.geteuid() == 0:  # install.sh sets the owners only as root (CI runs as root)
+        assert (state.st_uid, state.st_gid) == (uid, gid)
+        assert (etc.st_uid, etc.st_gid) == (0, gid)
+    assert (state.st_mode & 0o777, etc.st_mode & 0o777) == (0o750, 0o750)
+    units = installed / "etc/systemd/system"
+    for unit in ("edge-agent.service", "edge-agent@line1.service"):
+        enable = subprocess.run(["systemctl", f"--root={installed}", "enable", unit],
+                                capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
+        assert enable.returncode == 0, enable.stderr
+        link = units / "multi-user.target.wants" / unit
+        target = "edge-agent@.service" if "@" in unit else unit
+        assert os.readlink(link) == f"/etc/systemd/system/{target}"
+    enabled = subprocess.run(["systemctl", f"--root={installed}", "is-enabled", "edge-agent.service"],
+                             capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
+    assert enabled.stdout.strip() == "enabled"
+
+
 SYSTEMCTL_STAND_IN = """\
 #!{python}
 # A stand-in for systemctl where systemd is not PID 1: runs the unit's command as a detached
