@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import cast
 
 from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
@@ -254,11 +255,14 @@ class App:
 
 
 def _pending_tasks() -> list[str]:
-    """What a forced shutdown left running: each task's name and where it is waiting."""
+    """What a forced shutdown left running: each task's name and the innermost line it
+    waits at (following the chain of awaited coroutines, not just the task's own frame)."""
     waiting = []
     for task in asyncio.all_tasks():
-        frames = task.get_stack()
-        where = f" at {frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else ""
+        where, awaited = "", cast(object, task.get_coro())
+        while (frame := getattr(awaited, "cr_frame", None)) is not None:
+            where = f" at {frame.f_code.co_filename}:{frame.f_lineno}"
+            awaited = getattr(awaited, "cr_await", None)
         waiting.append(f"{task.get_name()}{where}")
     return sorted(waiting)
 

@@ -74,6 +74,28 @@ def test_signal_gives_ordered_shutdown_and_exit_0(
     assert err == ""
 
 
+def test_a_second_signal_forces_the_exit_and_names_what_was_still_running(
+    agent: subprocess.Popen[str],
+) -> None:
+    # Stopped, the agent receives both signals at once when it continues (two different
+    # signals: a second SIGTERM could merge with the first), so the drain cannot finish
+    # between them.
+    agent.send_signal(signal.SIGSTOP)
+    agent.send_signal(signal.SIGTERM)
+    agent.send_signal(signal.SIGINT)
+    agent.send_signal(signal.SIGCONT)
+    out, err = agent.communicate(timeout=15)
+    assert agent.returncode == 1, err
+    events = [json.loads(line) for line in out.splitlines()]
+    (forced,) = [e for e in events if e["event"] == "shutdown_forced"]
+    assert forced["level"] == "error"
+    assert forced["reason"] in ("second SIGTERM", "second SIGINT")
+    app = [w for w in forced["waiting"] if w.startswith("app at ")]
+    assert len(app) == 1 and ".py:" in app[0], forced["waiting"]
+    assert "agent_stopped" not in [e["event"] for e in events]
+    assert err == ""
+
+
 def test_second_agent_on_same_state_dir_is_refused(
     agent: subprocess.Popen[str], config: Path
 ) -> None:
