@@ -186,6 +186,10 @@ def _agent(v: _View, doc: dict[str, Any]) -> None:
     digest = (config.get("sha256") or "?")[:12]
     v.heading(f"agent {a.get('id')}  (edge-agent {a.get('version')}, pid {a.get('pid')})")
     v.line("uptime", _duration(a.get("uptime_s")))
+    memory = a.get("memory") or {}
+    if memory.get("rss_bytes") is not None:
+        v.line("memory", f"{_bytes(memory['rss_bytes'])} resident, "
+                         f"peak {_bytes(memory.get('peak_rss_bytes'))}")  # fmt: skip
     v.line("config", f"{config.get('path')}  sha256 {digest}")
     health = doc.get("health") or {}
     healthy, ready = health.get("healthy"), health.get("ready")

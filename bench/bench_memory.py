@@ -10,7 +10,8 @@ move rarely (setpoints, states). One source, subscription mode, publishing_inter
 subprocess) or off (the buffer then grows on disk, not in memory). ``--bytecode`` runs the
 agent from compiled .pyc files (as an installed package does); without it the agent runs as
 this checkout does when PYTHONDONTWRITEBYTECODE is set and no .pyc exist: every source is
-compiled at start, which leaves ~30 MiB more RSS behind. No control loops: the
+compiled at start, which leaves ~30 MiB more RSS behind. The agent tunes glibc's malloc
+itself (agent/shell/memory.py), so no MALLOC_* variable is set here. No control loops: the
 control side holds a few latest values and one ONNX session per model, small next to the
 acquisition path (bench_inference.py: the demo model loads in 6 ms).
 
@@ -20,7 +21,10 @@ peak VmHWM) from /proc/PID/status and Pss and USS (Private_Clean + Private_Dirty
 USS/PSS, the growth slope per hour (least-squares fit over the samples after the warm-up),
 the agent's CPU, the load average, and the ratios to the targets (RSS <= 150 MiB, stretch
 120 MiB; growth over one hour within 5 MiB). The default 300 s gives an extrapolated
-slope, said so; ``--duration 3600`` measures the hour. Prints; asserts nothing.
+slope, said so; ``--duration 3600`` measures the hour. ``--burn 20/40`` adds load peaks as
+a busy plant PC has them: every core busy for 20 s, then idle for 40 s, by processes the
+benchmark starts and stops (the moments the agent falls behind and RSS may step up).
+Prints; asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ import argparse
 import contextlib
 import itertools
 import json
+import multiprocessing
+import os
 import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +75,42 @@ class Point:
     uss: float
     hwm: float
     threads: int
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def burner(pattern: str | None) -> contextlib.AbstractContextManager[None]:
+    """Every ``on`` s keep every core busy, then idle ``off`` s (pattern "on/off")."""
+    if pattern is None:
+        return contextlib.nullcontext()
+    on, off = (float(part) for part in pattern.split("/"))
+    stop = threading.Event()
+
+    def cycle() -> None:
+        while not stop.is_set():
+            workers = [multiprocessing.Process(target=_spin, args=(on,))
+                       for _ in range(os.cpu_count() or 1)]  # fmt: skip
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            stop.wait(off)
+
+    @contextlib.contextmanager
+    def running() -> Iterator[None]:
+        thread = threading.Thread(target=cycle, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    return running()
 
 
 def metrics(api_port: int) -> dict[str, float]:
@@ -113,6 +157,7 @@ def watch(
 def scenario(args: argparse.Namespace, sync: bool, tmp: Path) -> None:
     name = f"{args.tags:,} tags, sync {'on' if sync else 'off'}"
     name += ", compiled bytecode" if args.bytecode else ", no .pyc (sources compiled at start)"
+    name += f", load peaks {args.burn} s" if args.burn else ""
     pycache = warm_bytecode(tmp / "pycache") if args.bytecode else None
     print(f"\n== {name}: {args.duration:g} s after the first sample, warm-up {args.warmup:g} s, "
           f"load {load()}", flush=True)  # fmt: skip
@@ -146,7 +191,8 @@ def scenario(args: argparse.Namespace, sync: bool, tmp: Path) -> None:
                 time.sleep(0.05)
             first = time.monotonic()
             print(f"   first sample buffered {first - began:.2f} s after start", flush=True)
-            points, wall, cpu, server_cpu = watch(args, agent.pid, server_pid, first)
+            with burner(args.burn):
+                points, wall, cpu, server_cpu = watch(args, agent.pid, server_pid, first)
             figures = metrics(api_port)
         finally:
             code = stop(agent, 60)
@@ -221,6 +267,8 @@ def main() -> None:
     parser.add_argument("--bytecode", action="store_true",
                         help="run the agent from .pyc files (PYTHONPYCACHEPREFIX)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--burn", metavar="ON/OFF",
+                        help="load peaks: every core busy ON s, then idle OFF s")  # fmt: skip
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}; load {load()}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))

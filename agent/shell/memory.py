@@ -1,10 +1,11 @@
 """The agent process's memory policy: how the C allocator and the garbage collector behave
 over months of uptime.
 
-Owns: tuning glibc's malloc once at start, before any thread exists (`tune_allocator`), and,
+Owns: tuning glibc's malloc once at start, before any thread exists (`tune_allocator`);
 once start-up is over, moving what it built (settings, tag maps, monitored items: ~250,000
 objects with 10,000 tags) out of the garbage collector's full collections
-(`freeze_startup`).
+(`freeze_startup`); the process's resident and peak memory as the status reports them
+(`resident`).
 Must not: be needed for correctness: on a C library without mallopt (musl, macOS) the
 allocator keeps its defaults.
 
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import re
 import time
+from pathlib import Path
 
 from agent.logs import get_logger
 
-__all__ = ["FREEZE_AFTER_S", "freeze_startup", "tune_allocator"]
+__all__ = ["FREEZE_AFTER_S", "freeze_startup", "resident", "tune_allocator"]
 
 _log = get_logger(__name__)
 
@@ -76,3 +79,17 @@ def freeze_startup() -> None:
     gc.freeze()
     _log.info("gc_frozen", objects=gc.get_freeze_count(),
               collect_ms=round(1000 * (time.perf_counter() - began), 1))  # fmt: skip
+
+
+def resident() -> dict[str, int | None]:
+    """This process's resident memory now and its peak, in bytes (None without Linux /proc)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return {"rss_bytes": None, "peak_rss_bytes": None}
+    kib = dict(re.findall(r"(?m)^(VmRSS|VmHWM):\s+(\d+) kB", text))
+    rss, peak = kib.get("VmRSS"), kib.get("VmHWM")
+    return {
+        "rss_bytes": None if rss is None else int(rss) * 1024,
+        "peak_rss_bytes": None if peak is None else int(peak) * 1024,
+    }

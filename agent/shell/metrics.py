@@ -1,10 +1,13 @@
 """Prometheus metrics of one agent, read from its components at scrape time.
 
 Owns: the metric names, types, labels and help texts (all prefixed ``edge_agent_``, units in
-the names), one ``CollectorRegistry`` per app, and rendering it in the text format 0.0.4.
+the names; beside them prometheus_client's standard ``process_*`` family: resident memory,
+CPU seconds, open files), one ``CollectorRegistry`` per app, and rendering it in the text
+format 0.0.4.
 Must not: use the process-global default registry, keep or thread counters through the
 code (every figure is read from the component that owns it when scraped, through the same
-readers as ``agent.shell.status``), change what it reads, or do I/O.
+readers as ``agent.shell.status``), change what it reads, or do I/O (the process collector
+reads the process's own /proc/self).
 Invariants: ``*_total`` families only ever grow while the process lives (they come from
 counters that never decrease); a component not built (buffer, uploader) or a loop list that
 is still empty gives no samples for its families, never an error; label values are the
@@ -25,6 +28,7 @@ from prometheus_client.metrics_core import (
     Metric,
     SummaryMetricFamily,
 )
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent.shell.status import StatusSource, driver_figures, quantiles
@@ -239,6 +243,7 @@ def new_registry(app: StatusSource) -> CollectorRegistry:
     """A registry of its own for ``app`` (never the global one)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(app))
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, _cpu_seconds, fds
     return registry
 
 

@@ -5,8 +5,8 @@ uploader and drain progress, control loops, active models) and how each componen
 are read for it (also used by ``agent.shell.metrics``, so the two never disagree);
 ``config_digest``, the sha256 of the configuration file read once at start.
 Must not: change, await or lock anything it reads, do I/O (``config_digest`` aside, called once
-by the composition root), log, or import the composition root (``StatusSource`` is the shape
-of the ``App`` it reads, structurally).
+by the composition root, and the process's own /proc/self/status), log, or import the
+composition root (``StatusSource`` is the shape of the ``App`` it reads, structurally).
 Invariants: ``build_status`` is a pure function of the app at the time of the call; its result
 holds only dicts, lists, str, int, float (finite), bool and None; times are unix seconds (UTC)
 or durations in seconds; a component not built (buffer, uploader) is None, never omitted.
@@ -28,6 +28,7 @@ from agent.configfile import LoadedConfig
 from agent.core.health import Health
 from agent.core.loop_stats import LoopStats
 from agent.shell.buffer import Buffer
+from agent.shell.memory import resident
 from agent.shell.uploader import Uploader
 from drivers.base import Driver
 from drivers.modbus import ModbusDriver
@@ -230,6 +231,7 @@ def build_status(app: StatusSource) -> dict[str, Any]:
             "uptime_s": max(0.0, now - app.started),
             "config": {"path": os.path.abspath(app.loaded.path), "sha256": app.config_sha256},
             "state_dir": str(s.agent.state_dir),
+            "memory": resident(),
         },
         "health": _health(app.health, app.clock.monotonic()),
         "drivers": [

@@ -155,6 +155,8 @@ async def test_status_reports_every_section(running: tuple[App, httpx.AsyncClien
     agent = doc["agent"]
     assert agent["id"] == "api-1"
     assert agent["uptime_s"] >= 0
+    memory = agent["memory"]  # this test process's own, read from /proc/self/status
+    assert 20 * 2**20 < memory["rss_bytes"] <= memory["peak_rss_bytes"]
     config = app.loaded.path
     assert agent["config"] == {
         "path": str(config),
@@ -188,6 +190,7 @@ async def test_metrics_families_labels_and_growth(
         "edge_agent_upload_errors", "edge_agent_upload_latency_seconds",
         "edge_agent_upload_acks", "edge_agent_upload_draining", "edge_agent_inference_seconds",
         "edge_agent_loop_verdicts", "edge_agent_loop_outcomes", "edge_agent_loop_writes",
+        "process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds",
     }  # fmt: skip
     assert expected <= set(first), expected - set(first)
     assert first["edge_agent_samples"].type == "counter"
@@ -197,6 +200,7 @@ async def test_metrics_families_labels_and_growth(
         assert value(first["edge_agent_reconnects"], "_total", source=source) == 0
         assert value(first["edge_agent_driver_state"], source=source, state="connected") == 1
     assert value(first["edge_agent_stalled_loops"]) == 0
+    assert value(first["process_resident_memory_bytes"]) > 20 * 2**20
     assert value(first["edge_agent_buffer_bytes"]) > 0
     assert value(first["edge_agent_upload_errors"], "_total", verdict="retry") >= 0
 

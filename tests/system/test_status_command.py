@@ -151,7 +151,15 @@ async def test_status_prints_every_section(agent: Agent) -> None:
     assert rows["mill"][1:3] == ["opcua", "connected"]
     assert rows["feeders"][1:3] == ["modbus", "connected"]
     labels = {line[:18].strip() for line in lines if line.startswith("  ")}
-    assert {"uptime", "config", "health", "outage budget", "oldest unsent", "receiver"} <= labels
+    assert {
+        "uptime",
+        "memory",
+        "config",
+        "health",
+        "outage budget",
+        "oldest unsent",
+        "receiver",
+    } <= labels
     assert any(line.startswith("  state") and "failing" in line for line in lines)
     # The same through --url.
     code, by_url, _ = await status("--url", agent.url)
