@@ -195,9 +195,9 @@ class App:
         if self.uploader is not None:
             silence = max(30.0, 10 * Uploader.MAX_PAUSE_S)
             self.health.watch("sync:upload", now=now, max_silence_s=silence)
-        status = self._status_line()
-        self.health.set_ready(True, status)
-        self.notifier.ready(status)
+        # /readyz says what readiness means; the figures change and live in /status.
+        self.health.set_ready(True, "buffer open, sources configured")
+        self.notifier.ready(self._status_line())
         if self.notifier.enabled:
             self.pipeline.add("systemd:notify", self._notify)
 

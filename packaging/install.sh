@@ -11,9 +11,10 @@
 # atomically: ln -sfn on a temporary name, then mv -T), the unit files, the sysusers/tmpfiles
 # snippets, /usr/local/bin/edge-agent, and /etc/edge-agent/agent.toml.example.
 # Never touches /etc/edge-agent/*.toml, the credentials or /var/lib/edge-agent's contents.
-# Upgrade with systemd: `edge-agent check` the live config with the new version before
-# switching; after switching, restart the unit and wait for it to be active and for
-# GET /healthz to answer 200; otherwise switch back, restart, and exit 1.
+# Upgrade with systemd: `edge-agent check` agent.toml and each running line's config with the
+# new version before switching; after switching, restart the units that were running
+# (edge-agent.service, edge-agent@LINE.service; a stopped one stays stopped) and wait until
+# each is active and its GET /healthz answers 200; otherwise switch back, restart, exit 1.
 # --root DIR puts every path under DIR (image builds, tests); the system user is then created
 # in DIR/etc/passwd by `systemd-sysusers --root DIR`, when that is installed.
 set -euo pipefail
@@ -52,7 +53,7 @@ UNITDIR="$ROOT/etc/systemd/system"
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 # EDGE_AGENT_SYSTEMCTL: another systemctl (tests drive the upgrade path with a stand-in)
 SYSTEMCTL=${EDGE_AGENT_SYSTEMCTL:-systemctl}
-systemctl() { "$SYSTEMCTL" "$@"; }
+systemctl() { command "$SYSTEMCTL" "$@"; }  # `command`: never this function itself
 if [ "$SYSTEMD" = 1 ] && [ -z "${EDGE_AGENT_SYSTEMCTL:-}" ] && [ ! -d /run/systemd/system ]; then
     say "warning: systemd is not running here; acting as with --no-systemd (no unit restart, no health check)"
     SYSTEMD=0
@@ -69,10 +70,21 @@ switch_to() {  # switch_to NEW OLD: current -> NEW, previous -> OLD
     set_link current "$1"
 }
 
-# --- health ----------------------------------------------------------------------------------
-health_url() {  # the [api] address of the live config, or nothing when the API is off
+# --- units and health ---------------------------------------------------------------------
+config_of() {  # config_of UNIT: the configuration file the unit runs
+    case "$1" in
+        edge-agent@*.service) local line=${1#edge-agent@}; echo "$ETC/${line%.service}.toml" ;;
+        *) echo "$ETC/agent.toml" ;;
+    esac
+}
+active_units() {  # the agent's units running now: edge-agent.service, edge-agent@LINE.service
+    if systemctl is-active --quiet "$UNIT"; then echo "$UNIT"; fi
+    systemctl list-units --plain --no-legend --state=active 'edge-agent@*.service' 2>/dev/null \
+        | awk '$1 ~ /^edge-agent@.+\.service$/ { print $1 }' || true
+}
+health_url() {  # health_url VERSION CONFIG: its [api] /healthz, or nothing when the API is off
     local py="$DEST/$1/bin/python"
-    "$py" - "$ETC/agent.toml" <<'EOF' 2>/dev/null || echo "http://127.0.0.1:8787/healthz"
+    "$py" - "$2" <<'EOF' 2>/dev/null || echo "http://127.0.0.1:8787/healthz"
 import sys, tomllib
 api = tomllib.load(open(sys.argv[1], "rb")).get("api", {})
 if api.get("enabled", True):
@@ -87,32 +99,48 @@ http_ok() {
 sys.exit(0 if u.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' "$1" 2>/dev/null
     fi
 }
-healthy() {  # healthy VERSION: restart the unit, wait for active + /healthz 200
-    local url deadline
-    url=$(health_url "$1")
-    systemctl restart "$UNIT" || return 1
+healthy() {  # healthy VERSION UNIT...: restart the units, wait for each: active + /healthz 200
+    local version=$1 unit deadline left
+    shift
+    declare -A url=()
+    for unit in "$@"; do
+        url[$unit]=$(health_url "$version" "$(config_of "$unit")")
+        # --no-block: a Type=notify unit that never sends READY=1 would hold a blocking
+        # restart until TimeoutStartSec (180 s), far past --health-timeout.
+        systemctl restart --no-block "$unit" || return 1
+    done
     deadline=$(( $(date +%s) + HEALTH_TIMEOUT ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        if systemctl is-active --quiet "$UNIT" && { [ -z "$url" ] || http_ok "$url"; }; then
-            say "$UNIT is active${url:+ and $url answers 200} (version $1)"
-            return 0
+    while true; do
+        left=()
+        for unit in "$@"; do
+            [ -n "${url[$unit]+set}" ] || continue
+            if systemctl is-active --quiet "$unit" && { [ -z "${url[$unit]}" ] || http_ok "${url[$unit]}"; }; then
+                say "$unit is active${url[$unit]:+ and ${url[$unit]} answers 200} (version $version)"
+                unset "url[$unit]"
+            else
+                left+=("$unit")
+            fi
+        done
+        [ "${#left[@]}" = 0 ] && return 0
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            say "not healthy within ${HEALTH_TIMEOUT}s (active, /healthz 200): ${left[*]}"
+            return 1
         fi
         sleep 1
     done
-    say "$UNIT did not become healthy within ${HEALTH_TIMEOUT}s${url:+ (active and $url = 200)}"
-    return 1
 }
 
 # --- actions ---------------------------------------------------------------------------------
 rollback() {
-    local cur prev
+    local cur prev units=()
     cur=$(link_of current); prev=$(link_of previous)
     [ -n "$prev" ] || die "no previous version under $DEST to roll back to"
     [ -x "$DEST/$prev/bin/edge-agent" ] || die "previous version $DEST/$prev is missing or incomplete"
+    if [ "$SYSTEMD" = 1 ]; then mapfile -t units < <(active_units); fi
     switch_to "$prev" "$cur"
     say "rolled back: current -> $prev (previous -> $cur)"
-    if [ "$SYSTEMD" = 1 ]; then
-        healthy "$prev" || die "version $prev is not healthy either: journalctl -u $UNIT -n 100"
+    if [ "${#units[@]}" -gt 0 ]; then
+        healthy "$prev" "${units[@]}" || die "version $prev is not healthy either: journalctl -u 'edge-agent*' -n 100"
     fi
 }
 
@@ -171,10 +199,13 @@ sys.exit(0 if have >= tuple(int(p) for p in sys.argv[1].split(".")) else 1)
 EOF
 }
 
-credentials_dir() {  # a $CREDENTIALS_DIRECTORY made from the unit's LoadCredential= lines
-    local dir=$1 line name path
-    grep -h '^LoadCredential=' "$BUNDLE/systemd/$UNIT" 2>/dev/null | while IFS= read -r line; do
-        line=${line#LoadCredential=}; name=${line%%:*}; path=${line#*:}
+credentials_dir() {  # credentials_dir DIR UNIT: a $CREDENTIALS_DIRECTORY from its LoadCredential=
+    local dir=$1 file=$2 line name path instance=''
+    case "$2" in
+        edge-agent@*.service) instance=${2#edge-agent@}; instance=${instance%.service}; file=edge-agent@.service ;;
+    esac
+    grep -h '^LoadCredential=' "$BUNDLE/systemd/$file" 2>/dev/null | while IFS= read -r line; do
+        line=${line#LoadCredential=}; line=${line//%i/$instance}; name=${line%%:*}; path=${line#*:}
         [ -n "$name" ] && [ -e "$ROOT$path" ] && ln -sfn "$ROOT$path" "$dir/$name"
     done || true
 }
@@ -253,14 +284,21 @@ root_user() {  # --root: the system user in DIR's own passwd/group, owners by it
     say "--root: user $SERVICE_USER ($ids) in $ROOT/etc/passwd; files under $ROOT"
 }
 
-precheck() {  # precheck VERSION: the new version accepts the live configuration
-    local creds status=0
-    [ -f "$ETC/agent.toml" ] || return 0
-    creds=$(mktemp -d)
-    credentials_dir "$creds"
-    CREDENTIALS_DIRECTORY=$creds "$DEST/$1/bin/edge-agent" check --config "$ETC/agent.toml" >/dev/null || status=$?
-    rm -rf "$creds"
-    [ "$status" = 0 ] || die "version $1 rejects $ETC/agent.toml (exit $status, problems above); nothing was switched, current is still '$(link_of current)'"
+precheck() {  # precheck VERSION UNIT...: the new version accepts each unit's configuration
+    local version=$1 unit config creds status seen=' '
+    shift
+    for unit in "$@"; do
+        config=$(config_of "$unit")
+        case "$seen" in *" $config "*) continue ;; esac
+        seen+="$config "
+        [ -f "$config" ] || continue
+        creds=$(mktemp -d)
+        credentials_dir "$creds" "$unit"
+        status=0
+        CREDENTIALS_DIRECTORY=$creds "$DEST/$version/bin/edge-agent" check --config "$config" >/dev/null || status=$?
+        rm -rf "$creds"
+        [ "$status" = 0 ] || die "version $version rejects $config (exit $status, problems above); nothing was switched, current is still '$(link_of current)'"
+    done
 }
 
 prune() {  # keep current and previous, remove older complete versions
@@ -274,7 +312,7 @@ prune() {  # keep current and previous, remove older complete versions
 }
 
 install() {
-    local version py cur was_running=0
+    local version py cur units=()
     verify_bundle
     version=$(bundle_key version)
     py=$(find_python "$(bundle_key python)")
@@ -282,31 +320,32 @@ install() {
     mkdir -p "$DEST"
     install_version "$version" "$py"
     system_files
-    precheck "$version"
-    cur=$(link_of current)
     if [ "$SYSTEMD" = 1 ]; then
         systemctl daemon-reload
-        if systemctl is-active --quiet "$UNIT" || systemctl is-enabled --quiet "$UNIT" 2>/dev/null; then
-            was_running=1
-        fi
+        # Only what runs now is restarted: a unit an operator stopped stays stopped.
+        mapfile -t units < <(active_units)
     fi
+    # The new version must accept agent.toml and the configuration of every running line.
+    precheck "$version" "$UNIT" "${units[@]}"
+    cur=$(link_of current)
     if [ "$cur" = "$version" ]; then
         say "current is already $version"
     else
         switch_to "$version" "$cur"
         say "current -> $version${cur:+ (previous -> $cur)}"
     fi
-    if [ "$was_running" = 1 ] && [ "$cur" != "$version" ]; then
-        if ! healthy "$version"; then
+    if [ "${#units[@]}" -gt 0 ] && [ "$cur" != "$version" ]; then
+        if ! healthy "$version" "${units[@]}"; then
             if [ -n "$cur" ]; then
                 switch_to "$cur" "$version"
                 say "rolled back to $cur"
-                healthy "$cur" || say "version $cur is not healthy either"
+                healthy "$cur" "${units[@]}" || say "version $cur is not healthy either"
             fi
-            die "version $version failed its health check and was rolled back to '${cur:-nothing}': journalctl -u $UNIT -n 100"
+            die "version $version failed its health check and was rolled back to '${cur:-nothing}': journalctl -u 'edge-agent*' -n 100"
         fi
     elif [ ! -f "$ETC/agent.toml" ]; then
-        say "next: cp $ETC/agent.toml.example $ETC/agent.toml, edit it, edge-agent check --config $ETC/agent.toml"
+        say "next: cp $ETC/agent.toml.example $ETC/agent.toml, edit it, then check it with the credentials systemd will hand over:"
+        say "  CREDENTIALS_DIRECTORY=$ETC edge-agent check --config $ETC/agent.toml"
         [ "$SYSTEMD" = 0 ] || say "then: systemctl enable --now $UNIT"
     fi
     prune

@@ -155,6 +155,8 @@ async def test_status_reports_every_section(running: tuple[App, httpx.AsyncClien
     agent = doc["agent"]
     assert agent["id"] == "api-1"
     assert agent["uptime_s"] >= 0
+    ready = await client.get("/readyz")  # what readiness means, not a stale snapshot
+    assert ready.json() == {"ready": True, "detail": "buffer open, sources configured"}
     memory = agent["memory"]  # this test process's own, read from /proc/self/status
     assert 20 * 2**20 < memory["rss_bytes"] <= memory["peak_rss_bytes"]
     config = app.loaded.path

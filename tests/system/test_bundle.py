@@ -232,40 +232,57 @@ def test_the_install_creates_the_user_and_the_units_enable_with_the_real_systemd
 
 SYSTEMCTL_STAND_IN = """\
 #!{python}
-# A stand-in for systemctl where systemd is not PID 1: runs the unit's command as a detached
-# process with a pid file, so install.sh's restart / health check / roll-back run for real.
-import os, signal, subprocess, sys, time
+# A stand-in for systemctl where systemd is not PID 1: runs each unit's command as a detached
+# process with a pid file of its own (edge-agent.service: etc/edge-agent/agent.toml,
+# edge-agent@LINE.service: etc/edge-agent/LINE.toml), so install.sh's restart / health check /
+# roll-back run for real. Every call is appended to STAND_IN_STATE/calls.
+import glob, os, signal, subprocess, sys, time
 state, root = os.environ["STAND_IN_STATE"], os.environ["STAND_IN_ROOT"]
-pidfile = os.path.join(state, "pid")
+open(os.path.join(state, "calls"), "a").write(" ".join(sys.argv[1:]) + "\\n")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 
-def alive():
+def pidfile(unit):
+    return os.path.join(state, unit + ".pid")
+
+def alive(unit):
     try:
-        pid = int(open(pidfile).read())
+        pid = int(open(pidfile(unit)).read())
         return open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"
     except (OSError, ValueError):
         return False
 
-def stop():
-    if alive():
-        os.kill(int(open(pidfile).read()), signal.SIGTERM)
-        while alive():
+def stop(unit):
+    if alive(unit):
+        os.kill(int(open(pidfile(unit)).read()), signal.SIGTERM)
+        while alive(unit):
             time.sleep(0.1)
 
-if args[0] == "restart":
-    stop()
-    log = open(os.path.join(state, "log"), "ab")
-    proc = subprocess.Popen([root + "/opt/edge-agent/current/bin/edge-agent", "run", "--config",
-                             root + "/etc/edge-agent/agent.toml"], stdout=log, stderr=log,
-                            start_new_session=True)
-    open(pidfile, "w").write(str(proc.pid))
-elif args[0] == "stop":
-    stop()
-elif args[0] == "is-active":
-    sys.exit(0 if alive() else 3)
-elif args[0] == "is-enabled":
+def config(unit):
+    line = unit.removeprefix("edge-agent@").removesuffix(".service")
+    return root + "/etc/edge-agent/" + (line if unit.startswith("edge-agent@") else "agent") + ".toml"
+
+verb, units = args[0], args[1:]
+if verb == "restart":
+    for unit in units:
+        stop(unit)
+        log = open(os.path.join(state, unit + ".log"), "ab")
+        proc = subprocess.Popen([root + "/opt/edge-agent/current/bin/edge-agent", "run",
+                                 "--config", config(unit)], stdout=log, stderr=log,
+                                start_new_session=True)
+        open(pidfile(unit), "w").write(str(proc.pid))
+elif verb == "stop":
+    for unit in units:
+        stop(unit)
+elif verb == "is-active":
+    sys.exit(0 if all(alive(unit) for unit in units) else 3)
+elif verb == "list-units":
+    for path in sorted(glob.glob(os.path.join(state, "edge-agent@*.service.pid"))):
+        unit = os.path.basename(path).removesuffix(".pid")
+        if alive(unit):
+            print(unit + " loaded active running edge-agent for line")
+elif verb == "is-enabled":
     sys.exit(0)
-elif args[0] != "daemon-reload":
+elif verb != "daemon-reload":
     sys.exit(1)
 """
 
@@ -363,29 +380,55 @@ def _healthz(port: int) -> int:
 def test_unhealthy_upgrade_is_rolled_back_automatically(
     bad_release: Path, installed: Path, tmp_path: Path
 ) -> None:
+    """With a systemctl found by name on PATH, as on a plant PC: an upgrade restarts only the
+    units that run (edge-agent.service and a line's edge-agent@.service), and puts both back
+    on the previous version when the new one does not answer /healthz in time."""
     before = _link(installed, "current")
-    port = free_port()
-    config = installed / "etc/edge-agent/agent.toml"
-    config.write_text(
-        f'[agent]\nid = "hc-1"\nstate_dir = "{tmp_path / "state"}"\nshutdown_timeout_s = 5\n'
-        f"\n[api]\nport = {port}\n"
-    )
-    stand_in = tmp_path / "systemctl"
+    etc = installed / "etc/edge-agent"
+    ports = {"edge-agent.service": free_port(), "edge-agent@line2.service": free_port()}
+    for unit, name in (("edge-agent.service", "agent"), ("edge-agent@line2.service", "line2")):
+        (etc / f"{name}.toml").write_text(
+            f'[agent]\nid = "hc-{name}"\nstate_dir = "{tmp_path / name}"\n'
+            f"shutdown_timeout_s = 5\n\n[api]\nport = {ports[unit]}\n"
+        )
+    bin_dir, svc = tmp_path / "bin", tmp_path / "svc"
+    bin_dir.mkdir()
+    svc.mkdir()
+    stand_in = bin_dir / "systemctl"
     stand_in.write_text(SYSTEMCTL_STAND_IN.format(python=sys.executable))
     stand_in.chmod(0o755)
-    (tmp_path / "svc").mkdir()
-    env = {**_env(), "EDGE_AGENT_SYSTEMCTL": str(stand_in), "STAND_IN_STATE": str(tmp_path / "svc"),
-           "STAND_IN_ROOT": str(installed)}  # fmt: skip
-    try:
-        result = subprocess.run(
-            ["bash", str(bad_release / "install.sh"), "--root", str(installed), "--health-timeout", "8"],
+    env = {**_env(), "EDGE_AGENT_SYSTEMCTL": "systemctl", "STAND_IN_STATE": str(svc),
+           "STAND_IN_ROOT": str(installed), "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+
+    def install(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(bundle / "install.sh"), "--root", str(installed), *args],
             capture_output=True, text=True, check=False, timeout=240, env=env,
         )  # fmt: skip
+
+    def restarts() -> list[str]:
+        calls = (svc / "calls").read_text().splitlines() if (svc / "calls").exists() else []
+        return [call for call in calls if call.startswith("restart")]
+
+    try:
+        # Nothing runs: the upgrade switches and starts nothing (a stopped unit stays stopped).
+        quiet = install(bad_release, "--health-timeout", "8")
+        assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+        assert _link(installed, "current") == "0.1.1" and restarts() == []
+        back = install(bad_release, "--rollback")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert _link(installed, "current") == before and restarts() == []
+
+        subprocess.run([str(stand_in), "restart", *ports], env=env, check=True, timeout=60)
+        assert all(_healthz(port) == 200 for port in ports.values())
+        result = install(bad_release, "--health-timeout", "8")
         assert result.returncode == 1, result.stdout + result.stderr
         assert "version 0.1.1 failed its health check and was rolled back to" in result.stderr
         assert "rolled back to 0.1.0" in result.stdout
         assert (_link(installed, "current"), _link(installed, "previous")) == (before, "0.1.1")
-        assert _healthz(port) == 200  # the old version was restarted and serves again
+        assert restarts()[-2:] == [f"restart --no-block {unit}" for unit in ports]
+        assert all(_healthz(port) == 200 for port in ports.values())  # the old version again
     finally:
-        subprocess.run([str(stand_in), "stop"], env=env, check=False, timeout=60)
-        config.unlink()
+        subprocess.run([str(stand_in), "stop", *ports], env=env, check=False, timeout=60)
+        for name in ("agent", "line2"):
+            (etc / f"{name}.toml").unlink()
