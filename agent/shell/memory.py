@@ -69,7 +69,10 @@ def tune_allocator() -> bool:
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
         (_M_ARENA_MAX, ARENA_MAX),
     )
-    return all(libc.mallopt(param, value) == 1 for param, value in settings)
+    taken = [libc.mallopt(param, value) == 1 for param, value in settings]  # each one tried
+    _log.debug("allocator_tuned", mmap_threshold=MMAP_THRESHOLD_BYTES,
+               trim_threshold=TRIM_THRESHOLD_BYTES, arena_max=ARENA_MAX, taken=taken)  # fmt: skip
+    return all(taken)
 
 
 def freeze_startup() -> None:
