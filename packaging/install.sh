@@ -78,9 +78,13 @@ config_of() {  # config_of UNIT: the configuration file the unit runs
     esac
 }
 active_units() {  # the agent's units running now: edge-agent.service, edge-agent@LINE.service
-    if systemctl is-active --quiet "$UNIT"; then echo "$UNIT"; fi
-    systemctl list-units --plain --no-legend --state=active 'edge-agent@*.service' 2>/dev/null \
-        | awk '$1 ~ /^edge-agent@.+\.service$/ { print $1 }' || true
+    # "activating" counts: a unit waiting for READY=1, or for its next restart after a crash,
+    # runs whatever `current` points at next, so it must be restarted and checked as well.
+    case "$(systemctl is-active "$UNIT" 2>/dev/null || true)" in
+        active|activating|reloading) echo "$UNIT" ;;
+    esac
+    systemctl list-units --plain --no-legend --state=active,activating,reloading \
+        'edge-agent@*.service' 2>/dev/null | awk '$1 ~ /^edge-agent@.+\.service$/ { print $1 }' || true
 }
 health_url() {  # health_url VERSION CONFIG: its [api] /healthz, or nothing when the API is off
     local py="$DEST/$1/bin/python"

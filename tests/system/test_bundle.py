@@ -235,7 +235,8 @@ SYSTEMCTL_STAND_IN = """\
 # A stand-in for systemctl where systemd is not PID 1: runs each unit's command as a detached
 # process with a pid file of its own (edge-agent.service: etc/edge-agent/agent.toml,
 # edge-agent@LINE.service: etc/edge-agent/LINE.toml), so install.sh's restart / health check /
-# roll-back run for real. Every call is appended to STAND_IN_STATE/calls.
+# roll-back run for real. Every call is appended to STAND_IN_STATE/calls. A file UNIT.activating
+# beside the pid file makes a live unit "activating" (waiting for READY=1) until its restart.
 import glob, os, signal, subprocess, sys, time
 state, root = os.environ["STAND_IN_STATE"], os.environ["STAND_IN_ROOT"]
 open(os.path.join(state, "calls"), "a").write(" ".join(sys.argv[1:]) + "\\n")
@@ -261,10 +262,17 @@ def config(unit):
     line = unit.removeprefix("edge-agent@").removesuffix(".service")
     return root + "/etc/edge-agent/" + (line if unit.startswith("edge-agent@") else "agent") + ".toml"
 
+def state_of(unit):
+    if not alive(unit):
+        return "inactive"
+    return "activating" if os.path.exists(os.path.join(state, unit + ".activating")) else "active"
+
 verb, units = args[0], args[1:]
 if verb == "restart":
     for unit in units:
         stop(unit)
+        if os.path.exists(os.path.join(state, unit + ".activating")):
+            os.unlink(os.path.join(state, unit + ".activating"))
         log = open(os.path.join(state, unit + ".log"), "ab")
         proc = subprocess.Popen([root + "/opt/edge-agent/current/bin/edge-agent", "run",
                                  "--config", config(unit)], stdout=log, stderr=log,
@@ -274,12 +282,16 @@ elif verb == "stop":
     for unit in units:
         stop(unit)
 elif verb == "is-active":
-    sys.exit(0 if all(alive(unit) for unit in units) else 3)
+    states = [state_of(unit) for unit in units]
+    if "--quiet" not in sys.argv:
+        print("\\n".join(states))
+    sys.exit(0 if set(states) == {{"active"}} else 3)
 elif verb == "list-units":
+    wanted = next(a for a in sys.argv if a.startswith("--state=")).split("=")[1].split(",")
     for path in sorted(glob.glob(os.path.join(state, "edge-agent@*.service.pid"))):
         unit = os.path.basename(path).removesuffix(".pid")
-        if alive(unit):
-            print(unit + " loaded active running edge-agent for line")
+        if state_of(unit) in wanted:
+            print(unit + " loaded " + state_of(unit) + " running edge-agent for line")
 elif verb == "is-enabled":
     sys.exit(0)
 elif verb != "daemon-reload":
@@ -421,6 +433,8 @@ def test_unhealthy_upgrade_is_rolled_back_automatically(
 
         subprocess.run([str(stand_in), "restart", *ports], env=env, check=True, timeout=60)
         assert all(_healthz(port) == 200 for port in ports.values())
+        # One still waits for READY=1 ("activating"): it runs too and must be restarted.
+        (svc / "edge-agent.service.activating").touch()
         result = install(bad_release, "--health-timeout", "8")
         assert result.returncode == 1, result.stdout + result.stderr
         assert "version 0.1.1 failed its health check and was rolled back to" in result.stderr
