@@ -83,10 +83,12 @@ def _spin(seconds: float) -> None:
         pass
 
 
-def burner(pattern: str | None) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def burner(pattern: str | None) -> Iterator[None]:
     """Every ``on`` s keep every core busy, then idle ``off`` s (pattern "on/off")."""
     if pattern is None:
-        return contextlib.nullcontext()
+        yield
+        return
     on, off = (float(part) for part in pattern.split("/"))
     stop = threading.Event()
 
@@ -100,17 +102,13 @@ def burner(pattern: str | None) -> contextlib.AbstractContextManager[None]:
                 worker.join()
             stop.wait(off)
 
-    @contextlib.contextmanager
-    def running() -> Iterator[None]:
-        thread = threading.Thread(target=cycle, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    return running()
+    thread = threading.Thread(target=cycle, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def metrics(api_port: int) -> dict[str, float]:

@@ -71,11 +71,13 @@ switch_to() {  # switch_to NEW OLD: current -> NEW, previous -> OLD
 }
 
 # --- units and health ---------------------------------------------------------------------
+line_of() {  # line_of UNIT: LINE of edge-agent@LINE.service, nothing for edge-agent.service
+    case "$1" in edge-agent@*.service) local line=${1#edge-agent@}; echo "${line%.service}" ;; esac
+}
 config_of() {  # config_of UNIT: the configuration file the unit runs
-    case "$1" in
-        edge-agent@*.service) local line=${1#edge-agent@}; echo "$ETC/${line%.service}.toml" ;;
-        *) echo "$ETC/agent.toml" ;;
-    esac
+    local line
+    line=$(line_of "$1")
+    echo "$ETC/${line:-agent}.toml"
 }
 active_units() {  # the agent's units running now: edge-agent.service, edge-agent@LINE.service
     # "activating" counts: a unit waiting for READY=1, or for its next restart after a crash,
@@ -204,10 +206,9 @@ EOF
 }
 
 credentials_dir() {  # credentials_dir DIR UNIT: a $CREDENTIALS_DIRECTORY from its LoadCredential=
-    local dir=$1 file=$2 line name path instance=''
-    case "$2" in
-        edge-agent@*.service) instance=${2#edge-agent@}; instance=${instance%.service}; file=edge-agent@.service ;;
-    esac
+    local dir=$1 file=$2 line name path instance
+    instance=$(line_of "$2")
+    if [ -n "$instance" ]; then file=edge-agent@.service; fi
     grep -h '^LoadCredential=' "$BUNDLE/systemd/$file" 2>/dev/null | while IFS= read -r line; do
         line=${line#LoadCredential=}; line=${line//%i/$instance}; name=${line%%:*}; path=${line#*:}
         [ -n "$name" ] && [ -e "$ROOT$path" ] && ln -sfn "$ROOT$path" "$dir/$name"

@@ -44,10 +44,14 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _install(bundle: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _install(
+    bundle: Path, root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """install.sh under `root`; without `env` (a systemctl to use) with --no-systemd."""
+    systemd = [] if env is not None else ["--no-systemd"]
     return subprocess.run(
-        ["bash", str(bundle / "install.sh"), "--root", str(root), "--no-systemd", *args],
-        capture_output=True, text=True, check=False, timeout=240, env=_env(),
+        ["bash", str(bundle / "install.sh"), "--root", str(root), *systemd, *args],
+        capture_output=True, text=True, check=False, timeout=240, env=env or _env(),
     )  # fmt: skip
 
 
@@ -412,22 +416,16 @@ def test_unhealthy_upgrade_is_rolled_back_automatically(
     env = {**_env(), "EDGE_AGENT_SYSTEMCTL": "systemctl", "STAND_IN_STATE": str(svc),
            "STAND_IN_ROOT": str(installed), "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
 
-    def install(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(bundle / "install.sh"), "--root", str(installed), *args],
-            capture_output=True, text=True, check=False, timeout=240, env=env,
-        )  # fmt: skip
-
     def restarts() -> list[str]:
         calls = (svc / "calls").read_text().splitlines() if (svc / "calls").exists() else []
         return [call for call in calls if call.startswith("restart")]
 
     try:
         # Nothing runs: the upgrade switches and starts nothing (a stopped unit stays stopped).
-        quiet = install(bad_release, "--health-timeout", "8")
+        quiet = _install(bad_release, installed, "--health-timeout", "8", env=env)
         assert quiet.returncode == 0, quiet.stdout + quiet.stderr
         assert _link(installed, "current") == "0.1.1" and restarts() == []
-        back = install(bad_release, "--rollback")
+        back = _install(bad_release, installed, "--rollback", env=env)
         assert back.returncode == 0, back.stdout + back.stderr
         assert _link(installed, "current") == before and restarts() == []
 
@@ -435,7 +433,7 @@ def test_unhealthy_upgrade_is_rolled_back_automatically(
         assert all(_healthz(port) == 200 for port in ports.values())
         # One still waits for READY=1 ("activating"): it runs too and must be restarted.
         (svc / "edge-agent.service.activating").touch()
-        result = install(bad_release, "--health-timeout", "8")
+        result = _install(bad_release, installed, "--health-timeout", "8", env=env)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "version 0.1.1 failed its health check and was rolled back to" in result.stderr
         assert "rolled back to 0.1.0" in result.stdout
