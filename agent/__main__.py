@@ -1,7 +1,15 @@
-"""`python -m agent`: the same as the `edge-agent` console script."""
+"""`python -m agent`: the same as the `edge-agent` console script.
+
+Installs the stop-signal recorder before importing anything else (agent.early_signals):
+a SIGTERM while the command line module loads is an orderly stop, never a kill.
+"""
 
 import sys
 
-from agent.cli import main
+from agent import early_signals
+
+early_signals.install()
+
+from agent.cli import main  # noqa: E402  (after the handlers, on purpose)
 
 sys.exit(main())

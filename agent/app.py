@@ -1,12 +1,14 @@
 """The composition root: builds every component from the settings and runs them together.
 
 Owns: the only place where objects are constructed from `Settings` and wired together, the
-state directory and its lock, the signal handling and the ordered shutdown.
+state directory and its lock, and the ordered shutdown (the signals: agent.shutdown).
 Must not: contain domain decisions (they live in agent.core) or import the simulator.
 Invariants: all long-lived work runs under two supervisors (sources, then the pipeline), so
 that shutdown is ordered: the first SIGTERM/SIGINT stops the sources, commits the open block
 and closes the buffer, ending with exit code 0 within `agent.shutdown_timeout_s`; a second
-signal exits at once with code 1; two agents never share one state directory.
+signal exits at once with code 1; a stop during start-up lets the opening of the buffer and
+audit log finish, then closes them (nothing is left half-open); two agents never share one
+state directory.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ import asyncio
 import contextlib
 import functools
 import os
-import signal
-import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import cast
 
+from agent import early_signals
 from agent.clock import Clock, SystemClock
 from agent.configfile import LoadedConfig
 from agent.core.backoff import Backoff
@@ -43,12 +43,12 @@ from agent.shell.sdnotify import Notifier, keep_alive, status_line
 from agent.shell.status import config_digest
 from agent.shell.supervisor import Supervisor
 from agent.shell.uploader import Uploader
+from agent.shutdown import serve
 from agent.state_dir import StateDirError, state_dir_lock
 from drivers.base import Driver, DriverState, Sample
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
 
-FORCED_EXIT = 1
 SOURCE_RETRY_MAX_S = 5.0
 BUFFER_FILE = "buffer.db"
 
@@ -71,6 +71,7 @@ def build_drivers(loaded: LoadedConfig, state_dir: Path, clock: Clock) -> list[D
                     agent_id=s.agent.id,
                     password=password,
                     clock=clock,
+                    config_file=loaded.path,
                 )
             )
         else:
@@ -202,7 +203,8 @@ class App:
             self.pipeline.add("systemd:notify", self._notify)
 
     async def _notify(self) -> None:
-        await keep_alive(self.notifier, self.health, self.clock, self._status_line)
+        budget = None if self.buffer is None else self.buffer.budget  # STATUS= on a full disk
+        await keep_alive(self.notifier, self.health, self.clock, self._status_line, budget=budget)
 
     def _status_line(self) -> str:
         """One line for `systemctl status`: sources, buffer, backlog and any stalled loop."""
@@ -214,7 +216,18 @@ class App:
     async def run(self) -> None:
         """Run until cancelled; then stop the sources, flush the open block, close the buffer."""
         s = self.loaded.settings
-        await self._open_pipeline()
+        opening = asyncio.ensure_future(self._open_pipeline())
+        stop: asyncio.CancelledError | None = None
+        try:
+            await asyncio.wait({opening})  # local files only, short: never cut in half
+        except asyncio.CancelledError as exc:  # a stop during start-up: finish opening first
+            stop = exc
+            await asyncio.wait({opening})
+        if (failure := opening.exception()) is not None:
+            raise failure  # it says why the agent cannot start (exit 78 or 1), stop or not
+        if stop is not None:
+            await self._close_pipeline()
+            raise stop
         assert self.buffer is not None
         self._announce_ready()
         asyncio.get_running_loop().call_later(FREEZE_AFTER_S, freeze_startup)
@@ -235,68 +248,28 @@ class App:
                 stage.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stage
-            try:
-                if self.builder is not None:
-                    await self.builder.flush()  # also when the builder was between restarts
-                await self.buffer.close()
-                if self.control is not None:
-                    self.control.audit.close()
-                if self._log_ring is not None:
-                    self._log_ring.uninstall()
-            except (StoreUnavailableError, StoreCorruptError) as exc:
-                log.error("buffer_close_failed", error=str(exc))
-            budget = self.buffer.budget()
-            log.info(
-                "buffer_closed",
-                bytes_used=budget.bytes_used,
-                blocks_pending=budget.blocks_pending,
-                evictions=dict(budget.evictions),
-            )
+            await self._close_pipeline()
 
-
-def _pending_tasks() -> list[str]:
-    """What a forced shutdown left running: each task's name and the innermost line it
-    waits at (following the chain of awaited coroutines, not just the task's own frame)."""
-    waiting = []
-    for task in asyncio.all_tasks():
-        where, awaited = "", cast(object, task.get_coro())
-        while (frame := getattr(awaited, "cr_frame", None)) is not None:
-            where = f" at {frame.f_code.co_filename}:{frame.f_lineno}"
-            awaited = getattr(awaited, "cr_await", None)
-        waiting.append(f"{task.get_name()}{where}")
-    return sorted(waiting)
-
-
-async def _serve(app: App) -> None:
-    """Run the app; turn the first signal into an ordered shutdown, the second into an exit."""
-    loop = asyncio.get_running_loop()
-    runner = asyncio.create_task(app.run(), name="app")
-    stopping = False
-    timeout = app.loaded.settings.agent.shutdown_timeout_s
-
-    def force(reason: str) -> None:
-        log.error("shutdown_forced", reason=reason, waiting=_pending_tasks())
-        sys.stdout.flush()
-        os._exit(FORCED_EXIT)
-
-    def on_signal(signum: int) -> None:
-        nonlocal stopping
-        name = signal.Signals(signum).name
-        if stopping:
-            force(f"second {name}")
-        stopping = True
-        log.info("shutdown_requested", signal=name, timeout_s=timeout)
-        app.notifier.stopping(f"stopping: {name}, draining (up to {timeout:g} s)")
-        runner.cancel()
-        loop.call_later(timeout, force, f"shutdown took longer than {timeout:g} s")
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await runner
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
+    async def _close_pipeline(self) -> None:
+        """Flush the open block, close the buffer and the audit log (what _open_pipeline opened)."""
+        assert self.buffer is not None
+        try:
+            if self.builder is not None:
+                await self.builder.flush()  # also when the builder was between restarts
+            await self.buffer.close()
+            if self.control is not None:
+                self.control.audit.close()
+            if self._log_ring is not None:
+                self._log_ring.uninstall()
+        except (StoreUnavailableError, StoreCorruptError) as exc:
+            log.error("buffer_close_failed", error=str(exc))
+        budget = self.buffer.budget()
+        log.info(
+            "buffer_closed",
+            bytes_used=budget.bytes_used,
+            blocks_pending=budget.blocks_pending,
+            evictions=dict(budget.evictions),
+        )
 
 
 def run_agent(loaded: LoadedConfig) -> int:
@@ -307,6 +280,9 @@ def run_agent(loaded: LoadedConfig) -> int:
     configure_logging(loaded.settings.agent.log_level)
     tune_allocator()  # before asyncio starts any thread
     with state_dir_lock(loaded) as state_dir:
-        asyncio.run(_serve(App(loaded, state_dir)))
+        try:
+            asyncio.run(serve(App(loaded, state_dir)))
+        finally:  # the closed loop gave SIGTERM back to its default: keep it orderly to the end
+            early_signals.install()
     log.info("agent_stopped", agent_id=loaded.settings.agent.id)
     return 0

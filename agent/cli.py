@@ -4,30 +4,45 @@ Owns: sub-commands, their options and exit codes (0 ok, 78 configuration error, 
 1 an unexpected failure), and rendering configuration problems for plant IT.
 Must not: contain behaviour beyond dispatch; import the simulator unless a demo or
 simulate command asks for it (the daemon never loads it).
-Invariants: an expected failure prints a clear message and never a traceback.
+Invariants: an expected failure prints a clear message and never a traceback; this module
+imports only the standard library and agent.errors at its top (the rest inside the command
+that needs it), so that `main` records a SIGTERM/SIGINT from its first line
+(agent.early_signals) and `run` ends with exit 0 whenever the signal comes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from agent.cli_parser import build_parser
-from agent.configfile import LoadedConfig, load_config
+from agent import early_signals
 from agent.errors import ConfigError, EdgeAgentError
-from agent.logs import configure_logging
+
+if TYPE_CHECKING:
+    from agent.configfile import LoadedConfig
 
 EX_CONFIG = 78
 
 
-def _load_or_exit(path: Path) -> LoadedConfig:
+def configure_logging(level: str, *, stream: TextIO | None = None) -> None:
+    """agent.logs.configure_logging, imported when a command first logs (structlog is heavy)."""
+    from agent.logs import configure_logging as configure
+
+    configure(level, stream=stream)
+
+
+def _load_or_exit(path: Path, *, secrets: bool = True) -> LoadedConfig:
+    """The loaded configuration, or exit 78 after printing every problem. `secrets=False`
+    for the commands that read no secret (they then work without $CREDENTIALS_DIRECTORY)."""
+    from agent.configfile import load_config
+
     try:
-        return load_config(path)
+        return load_config(path, secrets=secrets)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem.render(), file=sys.stderr)
@@ -41,18 +56,34 @@ def _load_or_exit(path: Path) -> LoadedConfig:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from agent.shell.loop_checks import check_loop_models
+
     loaded = _load_or_exit(args.config)
     s = loaded.settings
+    report = check_loop_models(loaded)  # the loops against the model packages they name
+    for problem in report.errors:
+        print(problem.render(), file=sys.stderr)
+    for problem in report.warnings:
+        print(f"warning: {problem.render()}", file=sys.stderr)
+    if report.errors:
+        count = len(report.errors)
+        print(f"edge-agent: {count} configuration problem{'s' * (count != 1)} in "
+              f"{args.config}", file=sys.stderr)  # fmt: skip
+        return EX_CONFIG
+    warned = len(report.warnings)
     print(
         f"{args.config}: OK: agent '{s.agent.id}', {len(s.sources)} sources, "
         f"{len(s.tags)} tags, {len(s.loops)} loops, sync "
         f"{'to ' + str(s.sync.url) if s.sync.enabled else 'off'}"
+        + (f" ({warned} warning{'s' * (warned != 1)})" if warned else "")
     )
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(args.config)
+    if early_signals.requested() is not None:  # nothing opened yet: skip the heavy imports
+        return _stopped_before_start(loaded)
     from agent.app import run_agent
     from agent.state_dir import StateDirError
 
@@ -64,6 +95,18 @@ def _run(args: argparse.Namespace) -> int:
     except EdgeAgentError as exc:  # an expected failure before or while starting
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1
+
+
+def _stopped_before_start(loaded: LoadedConfig) -> int:
+    """A SIGTERM/SIGINT came while the configuration was read: say so and exit 0."""
+    from agent.logs import get_logger
+
+    configure_logging(loaded.settings.agent.log_level)
+    log = get_logger("agent.app")
+    stop = early_signals.requested()
+    log.info("shutdown_requested", signal=stop.name if stop else None, before="start")
+    log.info("agent_stopped", agent_id=loaded.settings.agent.id)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -84,7 +127,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     path = args.file
     if path is None:
-        path = _load_or_exit(args.config).settings.agent.state_dir / AUDIT_FILE
+        path = _load_or_exit(args.config, secrets=False).settings.agent.state_dir / AUDIT_FILE
     if not path.is_file():
         print(f"edge-agent: no audit log at {path}", file=sys.stderr)
         return 1
@@ -98,6 +141,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _commission(args: argparse.Namespace) -> int:
+    import asyncio
+
     from agent.shell import commission
 
     configure_logging("warning", stream=sys.stderr)
@@ -116,7 +161,7 @@ def _commission(args: argparse.Namespace) -> int:
                 )
             )
             return 0
-        loaded = _load_or_exit(args.config)
+        loaded = _load_or_exit(args.config, secrets=args.command != "opcua")
         if args.command == "opcua":
             target = commission.trust(args.file, loaded, args.source)
             print(f"trusted: {target} (the agent uses it from its next connection)")
@@ -128,9 +173,11 @@ def _commission(args: argparse.Namespace) -> int:
     units = {tag.name: tag.unit for tag in loaded.settings.tags}
     if samples:
         print(commission.render_samples(samples, units))
-    for error in errors:
-        print(f"edge-agent: {error}", file=sys.stderr)
-    return 1 if errors else 0
+    not_good = commission.not_good(samples)
+    problems = errors if not_good is None else [not_good, *errors]
+    for problem in problems:
+        print(f"edge-agent: {problem}", file=sys.stderr)
+    return 1 if problems else 0  # 1 unless every asked tag has a Good value
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -173,11 +220,16 @@ def _positive(parser: argparse.ArgumentParser, name: str, value: float | None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `edge-agent` console script."""
+    early_signals.install()  # first of all: a stop request from now on is an orderly exit
+    from agent.cli_parser import build_parser
+
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("time_scale", "lab_time_scale", "duration"):
         _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
     try:
+        if args.command != "run":  # only the agent stops on a recorded signal; others as usual
+            early_signals.restore()  # (a Ctrl-C recorded so far is a KeyboardInterrupt now)
         if args.command == "check":
             return _check(args)
         if args.command == "run":
@@ -210,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             return 0
         if args.command == "simulate":
+            import asyncio
+
             from agent.demo.certs import OpcUaSecurity
             from agent.demo.runner import run_simulator
 

@@ -67,18 +67,27 @@ class Lines:
         return None
 
 
+_SHOWN = 80  # characters of a found value shown in a message (a line plant IT can read)
+
+
 def _found(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if len(value) > _SHOWN:
+            return f"'{value[:_SHOWN]}...' (text of {len(value)} characters)"
         return f"'{value}' (text)"
     if isinstance(value, int | float):
-        return f"{value!r} (number)"
+        text = repr(value)
+        if len(text) > _SHOWN:
+            return f"{text[:_SHOWN]}... (a number of {len(text)} digits)"
+        return f"{text} (number)"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return f"an array of {len(value)}"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 _PATTERN_HELP = {

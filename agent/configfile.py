@@ -5,7 +5,8 @@ validation error into a `ConfigProblem` (file and line, key path, expected, foun
 the cross-checks, and reading secrets from files or `$CREDENTIALS_DIRECTORY`.
 Must not: start anything, create directories, or print (the CLI renders the problems).
 Invariants: `load_config` either returns a fully valid `LoadedConfig` or raises one
-`ConfigError` listing every problem it could find; a secret's value never appears in a
+`ConfigError` listing every problem it could find, whatever bytes the file holds
+(agent.config_reader): never another exception; a secret's value never appears in a
 problem, a log or an exception text.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from agent.config_messages import ENV_PREFIX, Lines, problem_from_error
+from agent.config_reader import parse, read_text, shape_problems
 from agent.core import config_checks, config_checks_loops
 from agent.errors import ConfigError, ConfigProblem
 from agent.settings import Loop, OpcUaSource, Settings, Source, Tag
@@ -176,21 +177,37 @@ def _secrets(settings: Settings, file: str) -> tuple[dict[str, SecretStr], list[
     return secrets, problems
 
 
-def load_config(path: Path) -> LoadedConfig:
-    """Read, validate and cross-check the file; raise ConfigError with every problem."""
+def load_config(path: Path, *, secrets: bool = True) -> LoadedConfig:
+    """Read, validate and cross-check the file; raise ConfigError with every problem.
+
+    `secrets=False` for a command that needs none (`opcua trust`, `audit verify`): the
+    secret files, `$CREDENTIALS_DIRECTORY` and the sync TLS files are then not read (nor
+    required), and `LoadedConfig.secrets` is empty. Each problem is one printable line
+    (control characters of the file, say in a key, are shown escaped).
+    """
+    try:
+        return _load(path, secrets)
+    except ConfigError as exc:
+        raise ConfigError([_one_line(p) for p in exc.problems]) from None
+
+
+def _one_line(problem: ConfigProblem) -> ConfigProblem:
+    def printable(text: str) -> str:
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+    return ConfigProblem(*(printable(part) for part in (
+        problem.file, problem.key, problem.expected, problem.found)))  # fmt: skip
+
+
+def _load(path: Path, secrets: bool) -> LoadedConfig:
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise ConfigError(
-            [ConfigProblem(file, "(file)", "a readable UTF-8 TOML file", str(detail))]
-        ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, "(syntax)", "valid TOML", str(exc))]) from None
+    text = read_text(path, file)
+    data = parse(text, file)
     lines = Lines(text, file)
+    if shape := shape_problems(data, file):  # before anything walks the values
+        raise ConfigError([lines.locate(p) for p in shape])
     problems = _env_problems(Settings.model_fields)
     settings: Settings | None = None
     try:
@@ -198,18 +215,19 @@ def load_config(path: Path) -> LoadedConfig:
     except ValidationError as exc:
         problems += [problem_from_error(err, file, lines) for err in exc.errors()]
     later = _cross_checks(data, file)
-    secrets: dict[str, SecretStr] = {}
+    read: dict[str, SecretStr] = {}
     if settings is not None:
         settings = _absolute_paths(settings, path.parent)  # once: every check below sees them
         later += config_checks.check_sync(settings.sync, file)
-        secrets, found = _secrets(settings, file)
-        later += found
-        if settings.sync.enabled and not found:
-            later += _tls_problems(settings, path.parent, file)
+        if secrets:
+            read, found = _secrets(settings, file)
+            later += found
+            if settings.sync.enabled and not found:
+                later += _tls_problems(settings, path.parent, file)
     problems += [lines.locate(p) for p in later]
     if problems or settings is None:
         raise ConfigError(problems)
-    return LoadedConfig(path, settings, secrets)
+    return LoadedConfig(path, settings, read)
 
 
 def _tls_problems(settings: Settings, base: Path, file: str) -> list[ConfigProblem]:

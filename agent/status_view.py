@@ -2,9 +2,10 @@
 
 Owns: where to ask (``--url``, or ``[api]`` of the configuration file: a wildcard listen
 address is asked on loopback), the one-line error when nobody answers, and the rendering
-(agent, health, drivers, buffer with its outage budget, sync with a drain progress bar while a
-backlog drains, control loops, models) with rich; plain text, no colours and no box drawing
-when stdout is not a terminal.
+(agent, health, sources with their tags by quality, Modbus error counters and a line saying
+why a source is degraded or down, buffer with its outage budget, sync with a drain progress
+bar while a backlog drains, control loops, models) with rich; plain text, no colours and no
+box drawing when stdout is not a terminal.
 Must not: import the daemon's components or the simulator, change anything in the agent (one
 GET), or print a traceback for an agent that is down, slow or answering nonsense.
 Invariants: exit 0 after printing a status, 1 when no usable status came back (one line on
@@ -206,15 +207,29 @@ def _agent(v: _View, doc: dict[str, Any]) -> None:
 
 
 def _drivers(v: _View, doc: dict[str, Any]) -> None:
-    table = v.table("sources", "name", "kind", "state", "samples", "reconnects")
+    table = v.table("sources", "name", "kind", "state", "tags good/unc/bad",
+                    "exceptions/timeouts/garbled of requests", "samples", "reconnects")  # fmt: skip
     for d in doc.get("drivers", []):
-        state = d.get("state", "?")
-        style = "" if v.plain else ("green" if state == "connected" else "red")
-        table.add_row(d.get("name"), d.get("kind"), Text(state, style=style),
+        state, health, t = d.get("state", "?"), d.get("health"), d.get("tags") or {}
+        health = health or ("ok" if state == "connected" else "down")  # an older agent's doc
+        style = {"ok": "green", "degraded": "yellow"}.get(health, "red")
+        errors = "-"
+        if d.get("requests_total") is not None:  # a Modbus source
+            errors = (f"{d['exceptions_total']}/{d['timeouts_total']}/{d['garbled_total']} "
+                      f"of {d['requests_total']}")  # fmt: skip
+        table.add_row(d.get("name"), d.get("kind"),
+                      Text(f"{state}, DEGRADED" if health == "degraded" else state,
+                           style="" if v.plain else style),
+                      f"{t['good']}/{t['uncertain']}/{t['bad']}" if t else "-", errors,
                       str(d.get("samples_total")), str(d.get("reconnects_total")))  # fmt: skip
     if not doc.get("drivers"):
-        table.add_row("(none configured)", "", "", "", "")
+        table.add_row("(none configured)", *[""] * 7)
     v.console.print(table)
+    for d in doc.get("drivers", []):  # why a source is not plainly healthy, in one line
+        named = ", ".join(f"{x.get('tag')} {x.get('status')}" for x in d.get("not_good") or [])
+        if d.get("problems") or named:
+            why = "; ".join(d.get("problems") or []) + (f": {named}" if named else "")
+            v.line(str(d.get("name")), why, "yellow")
 
 
 def _buffer(v: _View, doc: dict[str, Any]) -> None:
@@ -234,6 +249,10 @@ def _buffer(v: _View, doc: dict[str, Any]) -> None:
     v.line("outage budget", left, "yellow" if hours is not None and hours < 24 else "")
     v.line("evictions", _counts(b.get("evictions")))
     v.line("quarantined", str(b.get("quarantined")))
+    if b.get("dropped_samples"):
+        v.line("dropped", f"{_counts(b.get('dropped_samples'))} samples", "red")
+    if b.get("problem"):
+        v.line("PROBLEM", str(b.get("problem")), "red")
 
 
 def _sync(v: _View, doc: dict[str, Any]) -> None:

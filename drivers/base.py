@@ -1,17 +1,19 @@
 """The driver contract: what every field-bus adapter produces and what it is asked to do.
 
 Owns: the `Sample` value type (tag, source timestamp, value, quality with the OPC UA status
-code kept), the status codes drivers synthesise, the `Driver` protocol, and the
-`DriverState` a driver reports for health.
+code kept), the status codes drivers synthesise, the `Driver` protocol, the `DriverState`
+a driver reports for health, and `TagStatuses`: each tag's latest emitted status, which
+every driver keeps so /status and /metrics can count its Bad and Uncertain tags.
 Must not: import a protocol library, the buffer, the model or the cloud.
 Invariants: a failed read is a Bad sample with `value=None` (or no sample), never a 0; the
 quality is always derived from the status code (top two bits), so the two never disagree;
-`emit` is called from the event loop with a batch and must not block.
+`emit` is called from the event loop with a batch and must not block; a source is
+`degraded` exactly when it is connected and some tag's latest status is not Good.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Protocol
@@ -105,3 +107,46 @@ class Driver(Protocol):
     async def run(self, emit: SampleSink) -> None: ...
 
     async def write(self, tag: str, value: float | int | bool) -> WriteResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TagHealth:
+    """A source's tags by their latest status; `not_good` lists the first few, in tag order."""
+
+    total: int
+    good: int
+    uncertain: int
+    bad: int
+    waiting: int
+    """Tags without any sample yet."""
+    not_good: tuple[tuple[str, int], ...]
+    """(tag, status) of the first `shown` tags that are Uncertain or Bad."""
+
+
+class TagStatuses:
+    """Each tag's latest emitted status (a driver notes every batch it emits)."""
+
+    __slots__ = ("_latest", "_order")
+
+    def __init__(self, tags: Iterable[str]) -> None:
+        self._order = list(dict.fromkeys(tags))
+        self._latest: dict[str, int] = {}
+
+    def note(self, samples: Iterable[Sample]) -> None:
+        for sample in samples:
+            self._latest[sample.tag] = sample.status
+
+    def health(self, shown: int = 10) -> TagHealth:
+        counts = [0, 0, 0]
+        not_good: list[tuple[str, int]] = []
+        for tag in self._order:
+            status = self._latest.get(tag)
+            if status is None:
+                continue
+            quality = Quality.of(status)
+            counts[quality] += 1
+            if quality is not Quality.GOOD and len(not_good) < shown:
+                not_good.append((tag, status))
+        good, uncertain, bad = counts
+        waiting = len(self._order) - good - uncertain - bad
+        return TagHealth(len(self._order), good, uncertain, bad, waiting, tuple(not_good))

@@ -3,7 +3,7 @@
 Owns: one session per `run()` (connect; scan every `poll_interval_s` on a drift-free grid;
 emit one batch a scan: Good samples every scan, a non-Good one only when the tag's status
 changes; mark everything Bad_NoCommunication on the way out), resolving tags into points,
-writes, the session-level logs and the counters.
+writes, the session-level logs, the counters and each tag's latest emitted status.
 Must not: talk to pymodbus except through drivers.modbus_link, run the requests of a scan
 (drivers.modbus_scanner), decode registers (drivers.modbus_codec), plan requests
 (drivers.modbus_plan), retry a write, swallow a cancellation, or catch `Exception`.
@@ -11,8 +11,9 @@ Must not: talk to pymodbus except through drivers.modbus_link, run the requests 
 Quality (design.md "Samples and quality"): an answer gives Good samples stamped with the time
 the response arrived (`clock.now()`); a unit that does not answer gives, after `retries`
 missed scans, Bad_NoCommunication once and then nothing until it answers again; an exception
-response gives Bad / Bad_DeviceFailure on exactly the tags of the refused request (see
-drivers.modbus_scan); a float that decodes to NaN or infinity gives Bad with no value.
+response gives Bad / Bad_DeviceFailure on exactly the tags of the refused request, and a
+garbled answer Bad_CommunicationError on the tags of its request (see drivers.modbus_scan);
+a float that decodes to NaN or infinity gives Bad with no value.
 Values are never invented: every Bad sample has `value=None`.
 
 Invariants: at most one request in flight per connection (writes queue behind the scan's
@@ -32,9 +33,18 @@ from agent.errors import ConnectionLostError, DeviceTimeoutError, WriteRejectedE
 from agent.logs import get_logger
 from agent.settings import ModbusSource, Tag
 from drivers.addresses import MAX_ADDRESS, ModbusType, parse_modbus_address
-from drivers.base import BAD_NO_COMMUNICATION, GOOD, DriverState, Sample, SampleSink, WriteResult
+from drivers.base import (
+    BAD_NO_COMMUNICATION,
+    GOOD,
+    DriverState,
+    Sample,
+    SampleSink,
+    TagHealth,
+    TagStatuses,
+    WriteResult,
+)
 from drivers.modbus_codec import TagCodec, WriteValueError
-from drivers.modbus_link import Link
+from drivers.modbus_link import Garbled, Link
 from drivers.modbus_plan import Limits, PlannedRead, Span, plan_reads
 from drivers.modbus_scan import DriverCounters, StatusMemory, exception_name, next_deadline
 from drivers.modbus_scanner import Point, Scanner
@@ -95,6 +105,7 @@ class ModbusDriver:
         self._state = DriverState.DISCONNECTED
         self._link: Link | None = None
         self._memory = StatusMemory()
+        self._statuses = TagStatuses(point.name for point in self._points)
         self._counters = DriverCounters()
         self._on_time: int | None = None  # on-time scans since the last overrun
         self.samples_emitted = 0  # samples handed to `emit` (metrics)
@@ -115,6 +126,10 @@ class ModbusDriver:
     def counters(self) -> DriverCounters:
         """A snapshot of the counters: requests, timeouts, exceptions per unit, scan time."""
         return self._counters.copy()
+
+    def tag_health(self) -> TagHealth:
+        """The tags by their latest emitted status (Bad and Uncertain ones named)."""
+        return self._statuses.health()
 
     async def run(self, emit: SampleSink) -> None:
         """One session: connect, scan until the connection is lost, then raise."""
@@ -178,6 +193,14 @@ class ModbusDriver:
         except DeviceTimeoutError as exc:
             counters.timeouts += 1
             raise DeviceTimeoutError(f"{tag}: {exc}") from exc
+        if isinstance(refused, Garbled):
+            counters.garbled += 1
+            _log.warning("modbus_write_garbled", source=self.name, tag=tag, unit=unit_id,
+                         detail=refused.detail)  # fmt: skip
+            raise DeviceTimeoutError(
+                f"{tag}: unit {unit_id} gave a garbled answer to the write ({refused.detail});"
+                " the write may or may not have been applied"
+            )
         if refused is not None:
             counters.exceptions += 1
             code = exception_name(refused.code)
@@ -238,4 +261,5 @@ class ModbusDriver:
         fresh = [s for s in samples if self._memory.worth_emitting(s.tag, s.status)]
         if fresh:
             self.samples_emitted += len(fresh)
+            self._statuses.note(fresh)
             emit(fresh)

@@ -22,6 +22,8 @@ The policy, in one place:
   same scan (codes 0x02, 0x03, 0x04; see drivers.modbus_scanner), so one bad address or one
   failed point does not take its neighbours down; after 0x02/0x03 (the device's address map
   has a hole the planner could not know about) the split is kept for the rest of the session.
+- A garbled answer (not an answer to the request) is an answer, not a miss: it marks the
+  tags of that request Bad_CommunicationError and is counted apart from exceptions.
 - Good samples are emitted every scan; a non-Good one only when the tag's status changes.
   So a down unit's tags go Bad once and then stay silent (never re-emitted as fresh) until
   the unit answers again.
@@ -206,6 +208,7 @@ class UnitCounters:
     timeouts: int = 0
     exceptions: int = 0
     writes: int = 0
+    garbled: int = 0
 
 
 @dataclass(slots=True)
@@ -227,7 +230,7 @@ class DriverCounters:
     def copy(self) -> DriverCounters:
         return DriverCounters(
             units={
-                unit: UnitCounters(c.requests, c.timeouts, c.exceptions, c.writes)
+                unit: UnitCounters(c.requests, c.timeouts, c.exceptions, c.writes, c.garbled)
                 for unit, c in self.units.items()
             },
             scans=self.scans,

@@ -3,9 +3,14 @@
 Owns: running one scan over a connection (unit by unit, skipping units that are backed off),
 turning each outcome into samples with drivers.modbus_scan's policy, the fallback when a
 device refuses a planned request (re-read without gaps, then tag by tag), the per-unit
-health and refused-request memory of the session, and the unit-level logs.
+health and failed-request memory of the session (refused or garbled: WARNING once a
+reason, INFO on recovery), and the unit-level logs.
 Must not: talk to pymodbus except through drivers.modbus_link, sleep, decide scan timing or
 emission (drivers.modbus does), or catch `Exception`.
+
+A garbled answer (one that cannot answer the request: see drivers.modbus_link) marks the
+tags of that request Bad_CommunicationError, like a refusal without the fallback: the unit
+did answer, so it is not a miss, and the request is asked again next scan.
 
 Fallback order for a refused request holding several tags (codes 0x02, 0x03, 0x04):
 1. the same tags planned with no gap at all (the device's map may have holes between the
@@ -30,9 +35,9 @@ from agent.clock import Clock
 from agent.core.backoff import Backoff
 from agent.logs import get_logger
 from drivers.addresses import Table
-from drivers.base import BAD, BAD_NO_COMMUNICATION, Sample
+from drivers.base import BAD, BAD_COMMUNICATION_ERROR, BAD_NO_COMMUNICATION, Sample
 from drivers.modbus_codec import TagCodec
-from drivers.modbus_link import Link, Refused
+from drivers.modbus_link import Garbled, Link, Refused
 from drivers.modbus_plan import Limits, PlannedRead, Span, plan_reads, requests_per_tag
 from drivers.modbus_scan import (
     DriverCounters,
@@ -101,7 +106,7 @@ class Scanner:
             unit.reads.append(read)
             unit.points += read.members
         self._units = list(units.values())
-        self._refused: dict[tuple[int, Table, int, int], int] = {}
+        self._failing: dict[tuple[int, Table, int, int], str] = {}  # request -> why
 
     async def scan(self, out: list[Sample]) -> None:
         """Ask every unit that is due; append the samples to `out` as they arrive."""
@@ -126,6 +131,11 @@ class Scanner:
             self._missed(unit, "timeout" if result is None else exception_name(result.code), out)
             return False
         self._answered(unit)
+        if isinstance(result, Garbled):
+            counters.garbled += 1
+            self._failed(read, "garbled", BAD_COMMUNICATION_ERROR, out, arrived,
+                         event="modbus_answer_garbled", detail=result.detail)  # fmt: skip
+            return True
         if isinstance(result, Refused):
             counters.exceptions += 1
             return await self._refused_read(unit, read, result.code, out, arrived)
@@ -161,20 +171,9 @@ class Scanner:
     ) -> bool:
         smaller = self._fallback(read) if re_read_per_tag(code) else []
         if not smaller:
-            key = (unit.unit_id, read.table, read.start, read.count)
-            first = self._refused.get(key) != code
-            self._refused[key] = code
-            (_log.warning if first else _log.debug)(
-                "modbus_read_refused",
-                source=self._source,
-                unit=unit.unit_id,
-                address=f"{read.table}:{read.start}",
-                count=read.count,
-                code=exception_name(code),
-                tags=[self._points[i].name for i in read.members],
-            )
-            status = exception_status(code)
-            out += [Sample(self._points[i].name, arrived, None, status) for i in read.members]
+            name = exception_name(code)
+            self._failed(read, name, exception_status(code), out, arrived,
+                         event="modbus_read_refused", code=name)  # fmt: skip
             return True
         if split_for_session(code) and read in unit.reads:
             at = unit.reads.index(read)
@@ -193,19 +192,45 @@ class Scanner:
                 return False
         return True
 
+    def _failed(
+        self,
+        read: PlannedRead,
+        why: str,
+        status: int,
+        out: list[Sample],
+        arrived: float,
+        *,
+        event: str,
+        **fields: str,
+    ) -> None:
+        """Mark the tags of a request that failed; WARNING the first time for this reason."""
+        key = (read.unit_id, read.table, read.start, read.count)
+        first = self._failing.get(key) != why
+        self._failing[key] = why
+        (_log.warning if first else _log.debug)(
+            event,
+            source=self._source,
+            unit=read.unit_id,
+            address=f"{read.table}:{read.start}",
+            count=read.count,
+            tags=[self._points[i].name for i in read.members],
+            **fields,
+        )
+        out += [Sample(self._points[i].name, arrived, None, status) for i in read.members]
+
     def _read_recovered(self, read: PlannedRead) -> None:
-        if not self._refused:
+        if not self._failing:
             return
         inside = [
             key
-            for key in self._refused
+            for key in self._failing
             if key[0] == read.unit_id
             and key[1] is read.table
             and read.start <= key[2]
             and key[2] + key[3] <= read.start + read.count
         ]
         for key in inside:
-            del self._refused[key]
+            del self._failing[key]
         if inside:
             _log.info(
                 "modbus_read_recovered",

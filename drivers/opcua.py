@@ -1,9 +1,9 @@
 """The OPC UA driver: one `[[sources]]` entry of kind "opcua", as a `drivers.base.Driver`.
 
-Owns: the driver's lifecycle across sessions (state, counters, recovery logs), the
-configuration-side checks of a write (known tag, `writable = true`, write limits, scale and
-offset), the mapping of a write's status into `WriteResult` / `WriteRejectedError`, and the
-one-shot `read_once` for `edge-agent read`.
+Owns: the driver's lifecycle across sessions (state, counters, each tag's latest status,
+recovery logs), the configuration-side checks of a write (known tag, `writable = true`,
+write limits, scale and offset), the mapping of a write's status into `WriteResult` /
+`WriteRejectedError`, and the one-shot `read_once` for `edge-agent read`.
 Must not: retry or sleep between sessions (`run()` is ONE session; the supervisor restarts
 it with the shared backoff), touch asyncua outside the modules it delegates to
 (opcua_connect, opcua_session), write a tag that is not `writable = true`, or log secrets.
@@ -22,7 +22,7 @@ The pieces: opcua_connect (endpoint, security, trust, error mapping), opcua_reso
 (nsu= ids and browse paths, each session), opcua_subscription (publish responses taken
 whole), opcua_values (conversion, write coercion), opcua_write (typed writes), opcua_session
 (one session), opcua_health (counters, log rules), opcua_security (certificates),
-opcua_browse (commissioning).
+opcua_browse (commissioning), opcua_logs (asyncua's records of a session's end).
 """
 
 from __future__ import annotations
@@ -38,7 +38,15 @@ from agent.errors import ConnectionLostError, WriteRejectedError
 from agent.logs import get_logger
 from agent.settings import OpcUaSource, Tag
 from drivers.addresses import OpcUaAddress, parse_opcua_address
-from drivers.base import BAD_NO_COMMUNICATION, DriverState, Sample, SampleSink, WriteResult
+from drivers.base import (
+    BAD_NO_COMMUNICATION,
+    DriverState,
+    Sample,
+    SampleSink,
+    TagHealth,
+    TagStatuses,
+    WriteResult,
+)
 from drivers.opcua_connect import ConnectOptions, close, connect
 from drivers.opcua_health import Notes, OpcUaCounters
 from drivers.opcua_session import Session
@@ -74,19 +82,22 @@ class OpcUaDriver:
         agent_id: str,
         password: SecretStr | None,
         clock: Clock,
+        config_file: Path | None = None,  # named by the trust hint of a refused certificate
     ) -> None:
         self.name = source.name
         self._source = source
         self._tags = {tag.name: tag for tag in tags}
         self._addresses = _addresses(source, tags)
         self._options = ConnectOptions.of(
-            source, state_dir=state_dir, agent_id=agent_id, password=password
-        )
+            source, state_dir=state_dir, agent_id=agent_id, password=password,
+            config_file=config_file,
+        )  # fmt: skip
         self._clock = clock
         self._state = DriverState.DISCONNECTED
         self._session: Session | None = None
         self._counters = OpcUaCounters()
         self._notes = Notes(source.name)
+        self._statuses = TagStatuses(self._tags)
 
     @property
     def state(self) -> DriverState:
@@ -97,12 +108,17 @@ class OpcUaDriver:
         """A snapshot of the driver's figures (notifications, samples, drops, reconnects...)."""
         return dataclasses.replace(self._counters)
 
+    def tag_health(self) -> TagHealth:
+        """The tags by their latest emitted status (Bad and Uncertain ones named)."""
+        return self._statuses.health()
+
     @property
     def application_uri(self) -> str:
         return self._options.application_uri
 
     async def run(self, emit: SampleSink) -> None:
         """One session: connect, resolve, subscribe (or poll), emit until it ends; raise."""
+        emit = self._noting(emit)
         self._state = DriverState.CONNECTING
         client = None
         try:
@@ -142,6 +158,13 @@ class OpcUaDriver:
             if client is not None:  # a healthy server answers CloseSession in milliseconds
                 await close(client, min(self._source.timeout_s, _CLOSE_TIMEOUT_S))
 
+    def _noting(self, emit: SampleSink) -> SampleSink:
+        def noted(batch: Sequence[Sample]) -> None:
+            self._statuses.note(batch)
+            emit(batch)
+
+        return noted
+
     async def write(self, tag: str, value: float | int | bool) -> WriteResult:
         """Write one value (engineering units) to a writable tag; never retried."""
         spec = self._tags.get(tag)
@@ -178,6 +201,7 @@ async def read_once(
     state_dir: Path,
     agent_id: str,
     password: SecretStr | None,
+    config_file: Path | None = None,
 ) -> list[Sample]:
     """Connect, read every tag once, disconnect (`edge-agent read`); samples in tag order.
 
@@ -185,7 +209,8 @@ async def read_once(
     refused), UntrustedServerError (server certificate refused: saved in rejected/) or
     DeviceTimeoutError, each with a message saying what to do.
     """
-    options = ConnectOptions.of(source, state_dir=state_dir, agent_id=agent_id, password=password)
+    options = ConnectOptions.of(source, state_dir=state_dir, agent_id=agent_id, password=password,
+                                config_file=config_file)  # fmt: skip
     client = await connect(options)
     try:
         session = Session(

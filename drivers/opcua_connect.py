@@ -4,11 +4,8 @@ Owns: building the asyncua `Client` from a source's settings (application URI, s
 policy and mode, certificates, user), checking the server's endpoints and certificate
 before anything secret is sent, mapping every asyncua/OSError/TimeoutError into
 `agent.errors` (`library_errors`), and closing the session within a bounded time.
-Also one logging filter on two asyncua loggers: after every lost connection we close the
-session, and asyncua 2.1 reports that expected teardown as an ERROR with a traceback
-("Publish iteration crashed", ConnectionError) and two WARNINGs; the filter demotes exactly
-those records to DEBUG (dropped unless the agent runs at debug level). Any other asyncua
-record passes untouched.
+Also installs drivers.opcua_logs' filter on asyncua's loggers (the records of a session's
+end that the driver reports itself are demoted to DEBUG).
 Must not: retry (the supervisor does), keep state between sessions, or log the password
 (it lives in a SecretStr until the moment asyncua needs it).
 Invariants: a `Client` returned by `connect` is connected, with asyncua's own reconnect off
@@ -23,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +33,7 @@ from pydantic import SecretStr
 
 from agent.errors import ConnectionLostError, DeviceTimeoutError, EdgeAgentError
 from agent.settings import OpcUaSource
+from drivers.opcua_logs import demote_expected_teardown
 from drivers.opcua_security import (
     Pki,
     check_server_certificate,
@@ -75,29 +72,7 @@ _CERT_REFUSED = {
 }
 
 
-_TEARDOWN = {
-    "close_session was called but connection is closed",
-    "close_secure_channel was called but connection is closed",
-}
-
-
-class _ExpectedTeardown(logging.Filter):
-    """Demote asyncua's records of a teardown we cause on purpose (see module doc)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        expected = record.msg in _TEARDOWN or (
-            record.msg == "Publish iteration crashed; retrying in 1s"
-            and isinstance(exc, ConnectionError)
-        )
-        if not expected:
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
-
-
-for _name in ("asyncua.client.ua_session.UaSession", "asyncua.client.ua_client.UaClient"):
-    logging.getLogger(_name).addFilter(_ExpectedTeardown())
+demote_expected_teardown()
 
 
 @dataclass(frozen=True)
@@ -115,6 +90,8 @@ class ConnectOptions:
     session_timeout_s: float = 120.0
     probe_interval_s: float = 5.0
     agent_id: str = "edge-agent"
+    source: str | None = None  # the source's name, and the configuration file naming it:
+    config_file: Path | None = None  # the trust hint is a command that works as printed
 
     @classmethod
     def of(
@@ -125,6 +102,7 @@ class ConnectOptions:
         agent_id: str,
         password: SecretStr | None,
         session_timeout_s: float = 120.0,
+        config_file: Path | None = None,
     ) -> ConnectOptions:
         hostname = socket.gethostname()
         return cls(
@@ -141,6 +119,8 @@ class ConnectOptions:
             session_timeout_s=session_timeout_s,
             probe_interval_s=max(1.0, source.timeout_s),
             agent_id=agent_id,
+            source=source.name if config_file is not None else None,
+            config_file=config_file,
         )
 
     @property
@@ -248,11 +228,26 @@ async def connect(options: ConnectOptions) -> Client:
     connected = False
     try:
         await _open(client, options, where)
+        _honour_cancel()
         connected = True
     finally:
         if not connected:  # also on cancellation: asyncua only cleans up on Exception
             client.disconnect_socket()
     return client
+
+
+def _honour_cancel() -> None:
+    """Raise the cancellation asyncua may have swallowed while opening the socket.
+
+    asyncua opens its TCP connection under the standard `asyncio.wait_for`, which before
+    Python 3.12 returns the result instead of raising when the task is cancelled as the
+    connection completes (CPython gh-86296): the cancellation is lost, the session opens and
+    runs on, and a SIGTERM during start-up hung the shutdown until its limit. The task's
+    `cancelling()` count still says it was asked to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _open(client: Client, options: ConnectOptions, where: str) -> None:
@@ -277,8 +272,9 @@ async def _open(client: Client, options: ConnectOptions, where: str) -> None:
         )
         if reasons:
             raise await asyncio.to_thread(
-                untrusted_error, der, reasons, options.pki, options.endpoint
-            )
+                untrusted_error, der, reasons, options.pki, options.endpoint,
+                config_file=options.config_file, source=options.source,
+            )  # fmt: skip
         with library_errors(where, options):
             await client.set_security(
                 POLICIES[options.policy],

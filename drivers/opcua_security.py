@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "own_application_uri",
     "save_rejected",
     "trust_certificate",
+    "trust_command",
     "untrusted_error",
 ]
 
@@ -260,15 +262,35 @@ def save_rejected(der: bytes, rejected_dir: Path) -> Path:
     return path
 
 
+def trust_command(rejected: Path, config_file: Path | None, source: str | None) -> str:
+    """The exact `edge-agent opcua trust` command for a refused certificate, to paste into a
+    shell from any folder: absolute paths, quoted; the configuration file the agent was
+    started with (without it the command would read the default one) and the source."""
+    words = ["edge-agent", "opcua", "trust", str(rejected.absolute())]
+    if config_file is None:  # `browse` has no configuration: name what to add
+        return shlex.join(words) + " --config FILE (FILE: the agent's configuration)"
+    words += ["--config", str(config_file.absolute())]
+    if source is not None:
+        words += ["--source", source]
+    return shlex.join(words)
+
+
 def untrusted_error(
-    der: bytes, reasons: Sequence[str], pki: Pki, endpoint: str
+    der: bytes,
+    reasons: Sequence[str],
+    pki: Pki,
+    endpoint: str,
+    *,
+    config_file: Path | None = None,
+    source: str | None = None,
 ) -> UntrustedServerError:
-    """Save the certificate in rejected/ and build the error that says what to do."""
+    """Save the certificate in rejected/ and build the error that says what to do (the
+    command names `config_file`, the configuration in use, and the `source`)."""
     path = save_rejected(der, pki.rejected_dir)
     only_unknown = len(reasons) == 1 and reasons[0].startswith("it is unknown")
     action = (
-        f"if this is your server, trust it: edge-agent opcua trust {path} (moves it into "
-        f"{pki.trusted_dir}/)"
+        f"if this is your server, trust it: {trust_command(path, config_file, source)} "
+        f"(moves it into {pki.trusted_dir}/)"
         if only_unknown
         else "trusting it will not help until the server's certificate is fixed"
     )

@@ -16,6 +16,9 @@ Invariants:
   RejectedError: this block is refused, carry on with the rest) on anything that is not a
   whole, intact block of this version: wrong magic, unknown version or kind, CRC mismatch
   (which is what truncation or a flipped bit look like), bad lengths or bad columns.
+- ``restamp(block, seq)`` changes only the seq field and the CRC: the body, and so every
+  decoded value, stays byte for byte the same (the store gives a block its final seq when
+  it commits it; the encoder used the seq it expected).
 - A block is self-contained except for telemetry, which needs the catalog named by its
   header (``catalog_id``); a catalog's id is the first 8 bytes (16 hex digits) of the
   SHA-256 of its block's decompressed body, so any receiver can compute it.
@@ -53,6 +56,7 @@ __all__ = [
     "encode_events",
     "encode_telemetry",
     "read_header",
+    "restamp",
     "sample_problem",
 ]
 
@@ -62,6 +66,8 @@ ZSTD_LEVEL = 9
 _HEADER = struct.Struct("<4sBBIQdIdd16s8s")
 HEADER_SIZE = _HEADER.size  # 70
 _CRC_AT = 6
+_SEQ = struct.Struct("<Q")
+_SEQ_AT = 10
 _MAX_RAW = 1 << 30  # a body larger than 1 GiB is refused rather than allocated
 _NO_CATALOG = bytes(8)
 
@@ -169,6 +175,19 @@ def _body(data: bytes, kind: BlockKind) -> tuple[BlockHeader, bytes]:
 def read_header(data: bytes) -> BlockHeader:
     """The header of a block, checked (magic, version, kind, CRC) but not decompressed."""
     return _unpack(data)
+
+
+def restamp(data: bytes, seq: int) -> bytes:
+    """The same block with ``seq`` in its header (and its CRC recomputed); ``data`` itself
+    when it already carries that seq. BlockFormatError when ``data`` is not an intact block."""
+    if _unpack(data).seq == seq:
+        return data
+    if not 0 <= seq < 2**64:
+        raise ValueError(f"seq out of range: {seq}")
+    block = bytearray(data)
+    _SEQ.pack_into(block, _SEQ_AT, seq)
+    struct.pack_into("<I", block, _CRC_AT, _crc(block))
+    return bytes(block)
 
 
 # -- telemetry -----------------------------------------------------------------------------

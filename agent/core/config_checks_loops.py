@@ -1,23 +1,29 @@
 """Cross-checks of the `[[loops]]` entries against the tags and the `[agent]` section.
 
 Owns: every rule that relates a loop to other sections: its tags exist, the target and the
-heartbeat and advisory tags are writable, the envelope lies inside the target's write
-limits, the modes have the tags they need (advisory and closed loop: handshake tags;
-advisory: the operator-screen tags; closed loop: a model signing key), grid axes name the
-loop's own inputs, and feature names are unique per loop.
+heartbeat and advisory tags are writable, the heartbeat tag and its echo tags can count
+(agent.core.heartbeat_counter; `shared_counter` is the one computation of a heartbeat's
+range, for `check` and for agent.shell.control_setup alike), the enable and echo tags
+can carry a flag and a counter, the envelope lies inside the target's write limits, the
+modes have the tags they need (advisory and closed loop: handshake tags; advisory: the
+operator-screen tags; closed loop: a model signing key), grid axes name the loop's own
+inputs, and feature names are unique per loop.
+The loops against the model packages they name: agent.core.config_checks_models.
 Must not: touch the filesystem, the environment or the network.
 Invariants: pure and total, like agent.core.config_checks; every problem is reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.core.config_checks import first_by_name, unique_names
+from agent.core.heartbeat_counter import CounterRange, Refusal, heartbeat_range, value_kind
 from agent.errors import ConfigProblem
 from agent.settings import Loop, Tag
+from drivers.addresses import ModbusType
 
-__all__ = ["check_loops"]
+__all__ = ["check_loops", "shared_counter"]
 
 
 def check_loops(
@@ -123,6 +129,8 @@ def check_loops(
                         f"'{name}', which is not writable",
                     )
                 )
+        if writes:
+            problems.extend(_handshake_tags(key, loop, [lp for _, lp in loops], by_name, file))
         features = {item.feature for item in loop.inputs}
         for j, axis in enumerate(loop.grid):
             missing("setpoint_tag", axis.setpoint_tag, k=f"{key}.grid[{j}]")
@@ -152,4 +160,44 @@ def check_loops(
                     )
                 )
             seen.add(item.feature)
+    return problems
+
+
+def shared_counter(
+    loops: Sequence[Loop], heartbeat: str, by_name: Mapping[str, Tag]
+) -> CounterRange | Refusal:
+    """The counter range of the heartbeat tag `heartbeat` (in `by_name`): one heartbeat per
+    tag, shared by every advisory or closed-loop loop that writes it, so it must fit the
+    tag, every such loop's echo tag and the largest of their echo lags."""
+    sharing = [lp for lp in loops if lp.mode in _WRITES and lp.heartbeat_tag == heartbeat]
+    names = [lp.heartbeat_echo_tag for lp in sharing]
+    echoes = [by_name[name] for name in names if name is not None and name in by_name]
+    lag_max = max((lp.heartbeat_echo_lag_max for lp in sharing), default=0)
+    return heartbeat_range(by_name[heartbeat], echoes, lag_max=lag_max)
+
+
+_WRITES = ("advisory", "closed_loop")
+
+
+def _handshake_tags(
+    key: str, loop: Loop, loops: Sequence[Loop], by_name: Mapping[str, Tag], file: str
+) -> list[ConfigProblem]:
+    """The heartbeat and its echo can count; the enable tag holds a flag, the echo a counter."""
+    problems = []
+    heartbeat = by_name.get(loop.heartbeat_tag or "")
+    if heartbeat is not None and heartbeat.writable:
+        found = shared_counter(loops, heartbeat.name, by_name)
+        if isinstance(found, Refusal):
+            problems.append(ConfigProblem(file, f"{key}.{found.key}", found.expected, found.found))
+    for field, refused, expected in (
+        ("enable_tag", (ModbusType.STRING,), "a tag that reads true/false or 0/1 (not a string)"),
+        ("heartbeat_echo_tag", (ModbusType.STRING, ModbusType.BOOL),
+         "a tag that reads back a counter (a whole-number or float type)"),
+    ):  # fmt: skip
+        tag = by_name.get(getattr(loop, field) or "")
+        kind = value_kind(tag) if tag is not None else None
+        if tag is not None and kind in refused:
+            problems.append(
+                ConfigProblem(file, f"{key}.{field}", expected, f"'{tag.name}', a {kind} tag")
+            )
     return problems

@@ -2,7 +2,8 @@
 
 Owns: which internal loops are watched, when each last made progress, and whether the agent
 is ready (buffer open, sources configured). systemd's WATCHDOG=1, /healthz and /readyz all
-answer from here, so they can never disagree.
+answer from here, so they can never disagree (/readyz, /status and /metrics add the buffer's
+full-disk condition in one place: agent.shell.status.readiness).
 Must not: read a clock, do I/O or know what a component does: components call `beat(name,
 now)` when they make progress, the shell asks `stalled(now)`.
 Invariants: a watched loop that has never beaten counts as stalled only after its

@@ -1,8 +1,9 @@
 """Retention: what the buffer evicts at its byte cap, and the outage-budget arithmetic.
 
 Owns: the split of ``max_buffer_bytes`` between the database and its write-ahead log, the
-estimate of what one stored block costs on disk, the eviction order and the choice of
-victims, the put-rate meter, and "hours left at the current rate".
+estimate of what one stored block costs on disk, how much the filesystem lets the database
+grow (``disk_cap_bytes``: a state_dir on a filesystem smaller than the cap), the eviction
+order and the choice of victims, the put-rate meter, and "hours left at the current rate".
 Must not: do I/O, read a clock (times are arguments) or know SQL; the shell measures the
 database and asks these functions what to do.
 Invariants:
@@ -11,6 +12,9 @@ Invariants:
   The newest catalog is never evicted (telemetry put after it needs it to be decoded).
 - ``plan_eviction`` takes candidates in that order and returns the shortest prefix that makes
   ``used - freed + incoming <= cap`` (all of them when even that is not enough).
+- The database grows into free disk space only while that leaves room for the WAL's peak
+  and ``disk_headroom_bytes`` for the rest of the system (the audit trail, logs); a disk
+  filled by others never makes it grow, only reuse the pages its file already has.
 - ``RateMeter`` holds a fixed number of buckets whatever the traffic (flat memory).
 """
 
@@ -22,12 +26,16 @@ from dataclasses import dataclass
 
 __all__ = [
     "EVICTION_ORDER",
+    "RESERVE_MAX_BYTES",
     "Candidate",
     "RateMeter",
     "db_cap_bytes",
+    "disk_cap_bytes",
+    "disk_headroom_bytes",
     "footprint",
     "hours_left",
     "plan_eviction",
+    "reserve_file_bytes",
     "wal_limit_bytes",
 ]
 
@@ -39,6 +47,8 @@ ROW_BYTES = 48
 FIXED_RESERVE_BYTES = 64 * 1024
 """Schema, meta and b-tree interior pages: kept out of the database's share of the cap."""
 MAX_WAL_BYTES = 4 * 1024 * 1024
+RESERVE_MAX_BYTES = 1024 * 1024
+"""Enough WAL for the transaction that evicts to make room for a block of ~100,000 samples."""
 
 
 def wal_limit_bytes(max_bytes: int, page_size: int) -> int:
@@ -47,9 +57,46 @@ def wal_limit_bytes(max_bytes: int, page_size: int) -> int:
     return pages * page_size
 
 
+def reserve_file_bytes(wal_limit: int) -> int:
+    """The size of the reserve file a full disk calls on: the WAL's share, at most
+    ``RESERVE_MAX_BYTES``."""
+    return min(wal_limit, RESERVE_MAX_BYTES)
+
+
 def db_cap_bytes(max_bytes: int, page_size: int) -> int:
-    """Bytes the database file's used pages may take (the cap minus the WAL and a reserve)."""
-    return max(0, max_bytes - wal_limit_bytes(max_bytes, page_size) - FIXED_RESERVE_BYTES)
+    """Bytes the database file's used pages may take: the cap minus the WAL's share, the
+    reserve file (``reserve_file_bytes``) and a fixed reserve."""
+    wal = wal_limit_bytes(max_bytes, page_size)
+    return max(0, max_bytes - wal - reserve_file_bytes(wal) - FIXED_RESERVE_BYTES)
+
+
+DISK_HEADROOM_MIN = 64 * 1024
+DISK_HEADROOM_MAX = 64 * 1024 * 1024
+SLACK_PAGES = 4
+"""Pages kept free inside the file when the disk is full (b-tree splits, index pages)."""
+
+
+def disk_headroom_bytes(fs_bytes: int) -> int:
+    """What the buffer leaves free on its filesystem: 2 % of it, within 64 KiB..64 MiB."""
+    return min(DISK_HEADROOM_MAX, max(DISK_HEADROOM_MIN, fs_bytes // 50))
+
+
+def disk_cap_bytes(
+    *, logical_db: int, db_file: int, wal_file: int, free: int, wal_peak: int, fs_bytes: int,
+    page_size: int,
+) -> int:  # fmt: skip
+    """Bytes the database's used pages may take without running the filesystem out.
+
+    logical_db: page_count x page_size (pages still in the WAL included); db_file, wal_file:
+    the files' sizes on disk; free: bytes the filesystem has free for us; wal_peak: the most
+    the WAL may take (its limit plus one transaction); fs_bytes: the filesystem's size.
+    The file may grow into ``free`` once the WAL's growth, the growth still pending in the
+    WAL and the headroom are set aside; without that room, only its own pages (less a slack).
+    """
+    pending_growth = max(0, logical_db - db_file)
+    wal_growth = max(0, wal_peak - wal_file)
+    room = free - pending_growth - wal_growth - disk_headroom_bytes(fs_bytes)
+    return max(0, logical_db - SLACK_PAGES * page_size + max(0, room))
 
 
 def footprint(size: int, page_size: int) -> int:

@@ -186,7 +186,8 @@ class Plain:
                     f"write: loop={name} from={_num(w.get('from'), '.2f')} "
                     f"to={_num(w.get('value'), '.2f')} readback={_num(w.get('readback'), '.2f')}"
                     f" unit={UNITS[name]} predicted_s28={_num(p.get('s28'), '.2f')} "
-                    f"t={self.story.elapsed():.1f}s plant={clock(self.stage.plant_s)}"
+                    f"writes={ok} run={self.stage.runs} t={self.story.elapsed():.1f}s "
+                    f"plant={clock(self.stage.plant_s)}"
                 )
             self._seen[ident] = ok
         if self.story.elapsed() - self._status >= self.STATUS_EVERY_S:

@@ -3,8 +3,9 @@
 Owns: the FastAPI app over one running agent (``create_api``), and ``serve_api``: binding the
 configured address, running uvicorn inside the agent's event loop, and stopping it when
 cancelled. /healthz answers 200 while no critical watched loop is stalled (503 naming them),
-/readyz 200 once ``health.ready`` (503 with the detail), /metrics the Prometheus text format
-0.0.4, /status the document of ``agent.shell.status``.
+/readyz 200 once ``health.ready`` and while the buffer can keep what it is given (503 with
+the detail: ``agent.shell.status.readiness``), /metrics the Prometheus text format 0.0.4,
+/status the document of ``agent.shell.status``.
 Must not: change the agent's state (every endpoint is a read), install signal handlers
 (the agent owns SIGTERM/SIGINT: ``_HostedServer`` keeps uvicorn's hands off them), configure
 logging (uvicorn runs with ``log_config=None``, so the agent's JSON logging applies), or
@@ -32,7 +33,7 @@ from agent.core.backoff import Backoff
 from agent.logs import get_logger
 from agent.settings import ApiSection
 from agent.shell import metrics
-from agent.shell.status import StatusSource, build_status
+from agent.shell.status import StatusSource, build_status, readiness
 
 __all__ = ["create_api", "serve_api"]
 
@@ -53,9 +54,8 @@ def create_api(app: StatusSource) -> FastAPI:
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:
-        health = app.health
-        body = {"ready": health.ready, "detail": health.ready_detail}
-        return JSONResponse(body, status_code=200 if health.ready else 503)
+        ready, detail = readiness(app)
+        return JSONResponse({"ready": ready, "detail": detail}, status_code=200 if ready else 503)
 
     @api.get("/metrics")
     async def prometheus() -> Response:

@@ -1,25 +1,32 @@
 """The durable buffer: blocks on their way to the cloud, in one SQLite file under state_dir.
 
-Owns: the store's identity (agent_id, epoch, seq), the asyncio API the block builder and the
+Owns: the store's identity (agent_id, epoch), the asyncio API the block builder and the
 uploader use, the one writer thread that runs every SQLite call (its queue keeps put order),
-the outage budget, and reporting a corrupt file that was moved aside. Schema:
-agent.shell.buffer_schema; transactions and counters: agent.shell.buffer_store; block bytes:
-agent.core.blocks; eviction rules: agent.core.retention.
+and reporting a corrupt file that was moved aside. Schema: agent.shell.buffer_schema;
+transactions, seqs and counters: agent.shell.buffer_store (inserts: buffer_insert); the
+outage budget: agent.shell.buffer_budget; block bytes: agent.core.blocks; eviction rules:
+agent.core.retention.
 Must not: touch SQLite from the event loop (the loop encodes blocks, then hands them to the
 writer thread and awaits a future only when the caller needs a result), know HTTP or devices.
 Invariants:
 - Every SQLite call runs on one dedicated thread (a single-worker executor, FIFO), one commit
   per block, WAL with synchronous=FULL, so a crash or power cut loses at most the blocks not
   yet committed: the open block of the builder plus those queued (normally none).
-- ``put_*`` returns the block's seq once it is queued, before the commit; ``flush()`` waits
-  for everything queued so far. A failed commit is raised by the next ``put_*`` or
-  ``flush()`` (StoreUnavailableError: retry later; StoreCorruptError: reopen). At most
-  ``MAX_QUEUED`` puts wait in the queue; a put beyond that waits for the writer (backpressure).
-- seq grows by one per block and never repeats within the epoch (``meta.next_seq``, written
-  with every insert, survives restarts, acks and a hand-emptied table). A seq returned by a
-  put whose commit failed is burned, never reused in this process.
-- A new catalog is stored (as a CATALOG block, before the telemetry that needs it) the first
-  time ``put_samples`` sees it in this process.
+- ``put_*`` returns once the block is queued, before the commit, with the seq it is expected
+  to get; the store gives the real one at the commit (they differ only when a block queued
+  before it was dropped, or an announcement of evictions went first). ``flush()`` waits for
+  everything queued so far. A full disk is not an error: the store evicts, or drops and
+  counts (``budget().dropped_samples``, ``problem``); nor is another failed commit (locked,
+  I/O error): the store tries the block once more, then drops and counts it as
+  ``store_error``. Only a corrupt file is raised by the next ``put_*`` or ``flush()``
+  (StoreCorruptError: reopen). At most ``MAX_QUEUED`` puts wait in the queue; beyond that a
+  put waits.
+- seq grows by one per stored block and never repeats within the epoch (``meta.next_seq``,
+  written with every insert, survives restarts, acks and a hand-emptied table); a block that
+  is not stored takes none, so no seq is ever skipped.
+- A catalog is stored (as a CATALOG block, in the transaction of the telemetry that needs
+  it, before it) the first time the store sees it in this process.
+- A block the uploader ``claim``ed is not evicted until it is acked or ``release``d.
 - ``budget()`` does no I/O: it reads the counters the writer publishes after each commit.
 """
 
@@ -29,7 +36,6 @@ import asyncio
 import collections
 import concurrent.futures
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,13 +47,16 @@ from agent.core.blocks import (
     encode_events,
     encode_telemetry,
 )
-from agent.core.retention import RateMeter, db_cap_bytes, footprint, hours_left
+from agent.core.retention import RateMeter, footprint
 from agent.logs import get_logger
+from agent.shell.buffer_budget import OutageBudget, outage_budget
 from agent.shell.buffer_schema import Opened, open_database
 from agent.shell.buffer_store import (
+    Incoming,
     Store,
     StoreCorruptError,
     StoredBlock,
+    StoreFullError,
     StoreUnavailableError,
     mapped_errors,
 )
@@ -59,6 +68,7 @@ __all__ = [
     "Buffer",
     "OutageBudget",
     "StoreCorruptError",
+    "StoreFullError",
     "StoreUnavailableError",
     "StoredBlock",
 ]
@@ -68,30 +78,6 @@ MIN_MAX_BYTES = 512 * 1024
 """Below this the WAL's share and the reserve would leave no room for blocks."""
 _log = get_logger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class OutageBudget:
-    """How long the buffer can hold out without the cloud, from in-memory counters.
-
-    bytes_used: pages in use in the database file; max_bytes: the configured cap (the WAL's
-    share and a small reserve are kept out of it before evicting); blocks_pending and
-    samples_pending: neither acked nor quarantined; oldest_unsent_age_s: age of the oldest
-    pending block (None when none); bytes_per_hour: the put rate over the last 10 minutes;
-    hours_left: until the cap starts evicting at that rate (None when nothing is put);
-    evictions: blocks removed unsent, by reason, since the store was created; quarantined:
-    blocks kept but never offered again.
-    """
-
-    bytes_used: int
-    max_bytes: int
-    blocks_pending: int
-    samples_pending: int
-    oldest_unsent_age_s: float | None
-    bytes_per_hour: float
-    hours_left: float | None
-    evictions: Mapping[str, int]
-    quarantined: int
 
 
 class Buffer:
@@ -119,8 +105,9 @@ class Buffer:
         self._executor, self._store, self._clock = executor, store, clock
         self._next_seq = next_seq
         self._max_bytes, self._page = max_bytes, page_size
-        self._catalog_id: str | None = None
-        self._queued: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+        self._catalog_id: str | None = None  # the catalog the last put expected to store
+        self._catalog_block: tuple[str, Incoming] | None = None
+        self._queued: collections.deque[concurrent.futures.Future[int | None]] = collections.deque()
         self._failed: collections.deque[BaseException] = collections.deque()  # thread-safe
         self._failures = 0
         self._meter = RateMeter()
@@ -141,7 +128,7 @@ class Buffer:
             with mapped_errors():
                 opened = open_database(path, agent_id=agent_id, max_bytes=max_bytes, now=now)
             try:
-                return Store(opened, max_bytes=max_bytes), opened
+                return Store(opened, max_bytes=max_bytes, path=path), opened
             except BaseException:
                 opened.conn.close()
                 raise
@@ -157,24 +144,11 @@ class Buffer:
             recovered_from=opened.recovered_from,
         )  # fmt: skip
         if opened.recovered_from is not None:
-            _log.warning(
-                "buffer_corrupt_moved_aside",
-                path=str(path),
-                moved_to=str(opened.recovered_from),
-                error=opened.problem,
-                epoch=opened.epoch,
-            )
-            await buffer.put_events(
-                [
-                    {
-                        "kind": "buffer_corrupt_moved_aside",
-                        "time": now,
-                        "path": str(path),
-                        "moved_to": str(opened.recovered_from),
-                        "error": opened.problem,
-                    }
-                ]
-            )
+            moved = {"path": str(path), "moved_to": str(opened.recovered_from)}
+            _log.warning("buffer_corrupt_moved_aside", **moved, error=opened.problem,
+                         epoch=opened.epoch)  # fmt: skip
+            kind = "buffer_corrupt_moved_aside"
+            await buffer.put_events([{"kind": kind, "time": now, **moved, "error": opened.problem}])
             await buffer.flush()
         _log.info(
             "buffer_opened",
@@ -189,19 +163,22 @@ class Buffer:
     # -- puts (return before the commit) -------------------------------------------------
 
     async def put_samples(self, samples: Sequence[Sample], catalog: Catalog) -> int:
-        """Queue one TELEMETRY block (after a CATALOG block if the catalog is new); its seq."""
+        """Queue one TELEMETRY block (its catalog first when the store has not stored it in
+        this process); the seq it is expected to get."""
         self._check_open()
         now = self._clock.now()
+        seq = self._expected_seq()
         if catalog.id != self._catalog_id:
-            seq = self._next_seq
-            data = encode_catalog(epoch=self.epoch, seq=seq, created=now, catalog=catalog)
-            self._put(seq, BlockKind.CATALOG, data, now, len(catalog.entries))
+            seq += 1  # the catalog goes first
             self._catalog_id = catalog.id
-        seq = self._next_seq
+        if self._catalog_block is None or self._catalog_block[0] != catalog.id:
+            data = encode_catalog(epoch=self.epoch, seq=seq - 1, created=now, catalog=catalog)
+            block = Incoming(BlockKind.CATALOG, data, now, len(catalog.entries))
+            self._catalog_block = (catalog.id, block)
         data = encode_telemetry(
             epoch=self.epoch, seq=seq, created=now, samples=samples, catalog=catalog
         )
-        self._put(seq, BlockKind.TELEMETRY, data, now, len(samples))
+        self._put(seq, Incoming(BlockKind.TELEMETRY, data, now, len(samples)))
         await self._backpressure()
         return seq
 
@@ -209,15 +186,15 @@ class Buffer:
         """Queue one EVENTS block (strict JSON objects); its seq."""
         self._check_open()
         now = self._clock.now()
-        seq = self._next_seq
+        seq = self._expected_seq()
         data = encode_events(epoch=self.epoch, seq=seq, created=now, events=events)
-        self._put(seq, BlockKind.EVENTS, data, now, len(events))
+        self._put(seq, Incoming(BlockKind.EVENTS, data, now, len(events)))
         await self._backpressure()
         return seq
 
     async def flush(self) -> None:
         """Wait until every block put so far is committed; raise the first failed put since
-        the last flush (StoreUnavailableError / StoreCorruptError)."""
+        the last flush (StoreCorruptError; a block the store could not keep is counted)."""
         self._check_open()
         await self._call(lambda: None)
         self._raise_failure()
@@ -232,8 +209,20 @@ class Buffer:
         self._check_open()
         return await self._call(lambda: self._store.pending(limit, newest_first, kinds))
 
+    async def claim(self, seq: int) -> StoredBlock | None:
+        """Hold a pending block for an upload: it is not evicted (nor rewritten) until acked
+        or released; the block as it is now, or None when it is no longer pending."""
+        self._check_open()
+        return await self._call(lambda: self._store.claim(seq))
+
+    async def release(self, seqs: Collection[int]) -> None:
+        """The upload of these blocks failed: they may be evicted again."""
+        self._check_open()
+        await self._call(lambda: self._store.release(list(seqs)))
+
     async def ack(self, seqs: Sequence[int]) -> None:
-        """Delete blocks the receiver acknowledged (unknown seqs are ignored)."""
+        """Delete blocks the receiver acknowledged (unknown seqs are ignored).
+        StoreFullError when the disk is too full even for that (retry later)."""
         self._check_open()
         await self._call(lambda: self._store.ack(list(seqs)))
 
@@ -248,21 +237,10 @@ class Buffer:
 
     def budget(self) -> OutageBudget:
         """The outage budget now, from in-memory counters (no I/O)."""
-        c = self._store.counters
-        rate = self._meter.bytes_per_hour(self._clock.monotonic())
-        cap = db_cap_bytes(self._max_bytes, self._page)
-        age = None if c.oldest_created is None else max(0.0, self._clock.now() - c.oldest_created)
-        return OutageBudget(
-            bytes_used=c.bytes_used,
-            max_bytes=self._max_bytes,
-            blocks_pending=c.blocks_pending,
-            samples_pending=c.samples_pending,
-            oldest_unsent_age_s=age,
-            bytes_per_hour=rate,
-            hours_left=hours_left(cap - c.bytes_used, rate),
-            evictions=c.evictions,
-            quarantined=c.quarantined,
-        )
+        return outage_budget(
+            self._store.counters, max_bytes=self._max_bytes, page_size=self._page,
+            meter=self._meter, now=self._clock.now(), mono=self._clock.monotonic(),
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Commit everything queued, close the database and stop the writer thread (then
@@ -282,15 +260,26 @@ class Buffer:
         if self._closed:
             raise RuntimeError("the buffer is closed")
 
-    def _put(self, seq: int, kind: BlockKind, data: bytes, created: float, count: int) -> None:
+    def _expected_seq(self) -> int:
+        """The seq the next block should get: the store's next seq when nothing is queued,
+        else one more than the last block queued."""
         self._raise_failure()  # an earlier put failed: say so instead of queuing more
+        queued = self._queued
+        while queued and queued[0].done():
+            queued.popleft()
+        if not queued:
+            self._next_seq = self._store.counters.next_seq
+        return self._next_seq
+
+    def _put(self, seq: int, block: Incoming) -> None:
         self._next_seq = seq + 1
-        self._meter.add(self._clock.monotonic(), footprint(len(data), self._page))
-        future = self._executor.submit(self._store.insert, seq, kind, data, created, count)
+        self._meter.add(self._clock.monotonic(), footprint(len(block.data), self._page))
+        catalog = self._catalog_block if block.kind == BlockKind.TELEMETRY else None
+        future = self._executor.submit(self._store.insert, block, catalog)
         future.add_done_callback(self._put_done)
         self._queued.append(future)
 
-    def _put_done(self, future: concurrent.futures.Future[None]) -> None:
+    def _put_done(self, future: concurrent.futures.Future[int | None]) -> None:
         """On the writer thread: keep a failed put for the next put or flush, and log it."""
         exc = None if future.cancelled() else future.exception()
         if exc is None:

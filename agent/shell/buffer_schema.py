@@ -26,16 +26,21 @@ Schema (migration set ``edge_agent_buffer`` in sqlite-utils' ``_sqlite_migration
                  cap removed unsent, since the store was created
 
 Invariants: every connection uses WAL, synchronous=FULL, explicit transactions
-(isolation_level=None) and a WAL bounded by its share of the cap; a file that SQLite calls
-corrupt or "not a database", that fails ``quick_check``, or that is not a buffer of ours is
-renamed (with its -wal and -shm) to ``<name>.corrupt-<UTC timestamp>``, never deleted.
+(isolation_level=None) and a WAL bounded by its share of the cap, or of the filesystem when
+that is smaller; a file that SQLite calls corrupt or "not a database", that fails
+``quick_check``, that is not a buffer of ours, or that is empty (0 bytes: SQLite would take it
+for a new database and silently discard its WAL) is renamed (with its -wal and -shm) to
+``<name>.corrupt-<UTC timestamp>``, never deleted.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +48,16 @@ from sqlite_utils import Database, Migrations
 
 from agent.core.retention import wal_limit_bytes
 
-__all__ = ["KIND_NAMES", "CorruptStoreError", "Opened", "connect", "move_aside", "open_database"]
+__all__ = [
+    "KIND_NAMES",
+    "CorruptStoreError",
+    "Opened",
+    "connect",
+    "move_aside",
+    "open_database",
+    "transaction",
+    "used_bytes",
+]
 
 FORMAT = "edge-agent buffer"
 KIND_NAMES = {1: "telemetry", 2: "events", 3: "catalog"}
@@ -92,14 +106,18 @@ class Opened:
 
     conn: sqlite3.Connection
     page_size: int
+    wal_limit: int
     epoch: str
     next_seq: int
     recovered_from: Path | None
     problem: str | None
 
 
-def connect(path: Path, max_bytes: int) -> sqlite3.Connection:
-    """A connection with the buffer's pragmas (raises sqlite3 errors on a bad file)."""
+def connect(path: Path, max_bytes: int) -> tuple[sqlite3.Connection, int]:
+    """A connection with the buffer's pragmas, and its WAL limit in bytes (raises sqlite3
+    errors on a bad file, OSError when the folder cannot be measured)."""
+    st = os.statvfs(path.parent)
+    fs_bytes = st.f_blocks * st.f_frsize
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -107,13 +125,33 @@ def connect(path: Path, max_bytes: int) -> sqlite3.Connection:
             raise sqlite3.OperationalError(f"cannot switch {path} to WAL (got {mode})")
         conn.execute("PRAGMA synchronous=FULL")
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        wal = wal_limit_bytes(max_bytes, page_size)
+        wal = wal_limit_bytes(min(max_bytes, fs_bytes), page_size)
         conn.execute(f"PRAGMA wal_autocheckpoint={max(1, wal // page_size // 2)}")
         conn.execute(f"PRAGMA journal_size_limit={wal}")
     except BaseException:
         conn.close()
         raise
-    return conn
+    return conn, wal
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT; anything raised, a failed COMMIT included, rolls back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def used_bytes(conn: sqlite3.Connection, page_size: int) -> int:
+    """Bytes in pages in use: (page_count - freelist_count) x page_size."""
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    return int(pages - free) * page_size
 
 
 def _check(conn: sqlite3.Connection) -> None:
@@ -164,7 +202,9 @@ def open_database(path: Path, *, agent_id: str, max_bytes: int, now: float) -> O
     recovered_from: Path | None = None
     problem: str | None = None
     try:
-        conn = connect(path, max_bytes)
+        if path.exists() and path.stat().st_size == 0:
+            raise CorruptStoreError("the file is empty (0 bytes): its contents were lost")
+        conn, wal = connect(path, max_bytes)
         try:
             _check(conn)
             _migrate(conn, agent_id, now)
@@ -178,8 +218,8 @@ def open_database(path: Path, *, agent_id: str, max_bytes: int, now: float) -> O
             raise
         problem = f"{type(exc).__name__}: {exc}"
         recovered_from = move_aside(path, now)
-        conn = connect(path, max_bytes)
+        conn, wal = connect(path, max_bytes)
         _migrate(conn, agent_id, now)
         epoch, next_seq = _identity(conn)
     page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-    return Opened(conn, page_size, epoch, next_seq, recovered_from, problem)
+    return Opened(conn, page_size, wal, epoch, next_seq, recovered_from, problem)

@@ -1,75 +1,70 @@
 """The buffer's transactions on its SQLite file, run by the writer thread and nothing else.
 
-Owns: one transaction per operation (insert a block with the evictions it needs, ack, quarantine),
-the pending query, the counters of the outage budget (kept in memory, refreshed by every
-transaction, published as one immutable ``Counters`` value), and the mapping of sqlite3 errors
-into agent.errors (``StoreUnavailableError``: retry; ``StoreCorruptError``: stop).
+Owns: the store's operations (insert, via agent.shell.buffer_insert; ack; quarantine; the
+pending query), the blocks the uploader holds (in flight, or acknowledged and not yet
+deleted: never evicted), the outage budget's counters (one immutable ``Counters`` value,
+replaced after every operation), and the mapping of sqlite3 errors into agent.errors
+(``StoreUnavailableError`` and its ``StoreFullError``: retry later; ``StoreCorruptError``:
+stop). Eviction: agent.shell.buffer_evict; the disk: agent.shell.buffer_space.
 Must not: be called from the event loop or from two threads (the connection belongs to the
-writer thread), encode or decode blocks, or decide the eviction order (agent.core.retention).
+writer thread), decode blocks (but the announcements in EVENTS blocks it evicts), or decide
+the eviction order (agent.core.retention).
 Invariants:
-- An insert commits the block, its evictions and ``meta.next_seq = seq + 1`` together, or none
-  of them; seq never repeats (the counter only grows, also over an emptied table).
-- Used bytes are measured, not estimated: (page_count - freelist_count) x page_size; an
-  insert evicts until used + the block's estimated footprint fits ``db_cap_bytes``; a block
-  that could never fit is dropped and counted as evicted for reason "oversized".
-- ``counters`` is replaced, never mutated, so readers on other threads see a consistent value.
+- The seq advances only in the transaction that stores a block, so an epoch's seqs are
+  1, 2, 3, ... and every one that will never be sent is named by a ``buffer_blocks_evicted``
+  event (see agent.shell.buffer_insert); an insert never fails for want of room.
+- A held seq is never evicted; an ack releases what it deleted (a failed ack keeps them held).
+- An ack that hits SQLITE_FULL gives back the reserve, checkpoints and tries once more, then
+  raises StoreFullError.
+- An insert that fails for another reason than room is retried once at once (the writer is
+  FIFO: put order holds), then dropped and counted as ``store_error``: no block the buffer
+  accepted is lost uncounted (only a corrupt file raises).
+- Used bytes are measured: (page_count - freelist_count) x page_size.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from agent.core.blocks import BlockKind
-from agent.core.retention import (
-    EVICTION_ORDER,
-    Candidate,
-    db_cap_bytes,
-    footprint,
-    plan_eviction,
-)
+from agent.core.retention import db_cap_bytes
 from agent.errors import FatalError, RetryableError
 from agent.logs import get_logger
-from agent.shell.buffer_schema import Opened
+from agent.shell.buffer_evict import Evictor
+from agent.shell.buffer_insert import Incoming, Inserter
+from agent.shell.buffer_schema import Opened, transaction, used_bytes
 
-__all__ = ["Counters", "Store", "StoreCorruptError", "StoreUnavailableError", "StoredBlock"]
+__all__ = [
+    "Counters",
+    "Incoming",
+    "Store",
+    "StoreCorruptError",
+    "StoreFullError",
+    "StoreUnavailableError",
+    "StoredBlock",
+]
 
 _log = get_logger("agent.shell.buffer")
-_BATCH = 64
 _CHUNK = 500
 _SELECT_SEQS = (
     "SELECT seq, kind, count, quarantine_reason IS NOT NULL FROM blocks WHERE seq IN ({marks})"
 )
-_DELETE_SEQS = "DELETE FROM blocks WHERE seq IN ({marks})"
-_PENDING_CATALOGS = (
-    "SELECT seq, kind, data, created, size FROM blocks"
-    " WHERE kind = 3 AND quarantine_reason IS NULL ORDER BY seq LIMIT ?"
-)
-_PENDING = (
-    "SELECT seq, kind, data, created, size FROM blocks"
-    " WHERE kind IN ({marks}) AND quarantine_reason IS NULL ORDER BY seq {order} LIMIT ?"
-)
-_EVICT_SQL = {
-    "quarantined": "SELECT seq, kind, count, size, 1 FROM blocks"
-    " WHERE quarantine_reason IS NOT NULL ORDER BY seq LIMIT ?",
-    "telemetry": "SELECT seq, kind, count, size, 0 FROM blocks"
-    " WHERE kind = 1 AND quarantine_reason IS NULL ORDER BY seq LIMIT ?",
-    "catalog": "SELECT seq, kind, count, size, 0 FROM blocks"
-    " WHERE kind = 3 AND quarantine_reason IS NULL AND seq < ? ORDER BY seq LIMIT ?",
-    "events": "SELECT seq, kind, count, size, 0 FROM blocks"
-    " WHERE kind = 2 AND quarantine_reason IS NULL ORDER BY seq LIMIT ?",
-}
-
-
-_Victim = tuple[int, int, int, int, int]
-"""(seq, kind, count, size, quarantined) of a block the cap removed."""
+_BLOCK = "SELECT seq, kind, data, created, size FROM blocks WHERE quarantine_reason IS NULL"
+_PENDING_CATALOGS = f"{_BLOCK} AND kind = 3 ORDER BY seq LIMIT ?"
+_PENDING = _BLOCK + " AND kind IN ({marks}) ORDER BY seq {order} LIMIT ?"
 
 
 class StoreUnavailableError(RetryableError):
     """SQLite could not do it now (disk full, I/O error, locked): the same call may succeed."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """The disk is full (SQLITE_FULL): retry once space returns."""
 
 
 class StoreCorruptError(FatalError):
@@ -93,29 +88,45 @@ class Counters:
     oldest_created: float | None
     evictions: Mapping[str, int]
     quarantined: int
+    next_seq: int
+    dropped_samples: Mapping[str, int]
+    dropped_blocks: Mapping[str, int]
+    disk_full: bool
+    disk_free_bytes: int | None
+    capacity_bytes: int | None  # what the cap and the disk let the database use
 
 
 @contextmanager
 def mapped_errors() -> Iterator[None]:
-    """sqlite3 errors -> StoreCorruptError (corrupt file) or StoreUnavailableError."""
+    """sqlite3 errors -> StoreCorruptError (corrupt file), StoreFullError (disk full) or
+    StoreUnavailableError; OSError measuring the disk -> StoreUnavailableError."""
     try:
         yield
     except sqlite3.Error as exc:
         code = getattr(exc, "sqlite_errorcode", None)
         if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             raise StoreCorruptError(f"buffer database is corrupt: {exc}") from exc
+        if code == sqlite3.SQLITE_FULL:
+            raise StoreFullError(f"buffer database: {exc}") from exc
         raise StoreUnavailableError(f"buffer database: {exc}") from exc
+    except OSError as exc:
+        raise StoreUnavailableError(f"buffer folder: {exc}") from exc
 
 
 class Store:
     """The open buffer file. Every method blocks on disk: writer thread only."""
 
-    def __init__(self, opened: Opened, *, max_bytes: int) -> None:
-        self._conn = opened.conn
-        self._page = opened.page_size
-        self._cap = db_cap_bytes(max_bytes, opened.page_size)
-        self._warned: set[str] = set()
+    def __init__(self, opened: Opened, *, max_bytes: int, path: Path) -> None:
+        self._conn, self._page = opened.conn, opened.page_size
+        self._held: set[int] = set()
+        self._put_failures = 0  # failed insert attempts since the last block stored
         with mapped_errors():
+            self._evictor = Evictor(self._conn, self._page)
+            self._inserter = Inserter(
+                self._conn, self._evictor, path=path, epoch=opened.epoch,
+                page_size=opened.page_size, cap=db_cap_bytes(max_bytes, opened.page_size),
+                wal_limit=opened.wal_limit, next_seq=opened.next_seq,
+            )  # fmt: skip
             self.counters = self._load()
 
     def _load(self) -> Counters:
@@ -123,79 +134,100 @@ class Store:
             "SELECT kind, quarantine_reason IS NOT NULL, count(*), coalesce(sum(count), 0)"
             " FROM blocks GROUP BY 1, 2"
         ).fetchall()
-        evictions = self._conn.execute("SELECT reason, blocks FROM evictions").fetchall()
         (newest,) = self._conn.execute("SELECT max(seq) FROM blocks WHERE kind = 3").fetchone()
         self._newest_catalog: int | None = newest
-        self._evictions = {str(reason): int(blocks) for reason, blocks in evictions}
         pending = sum(n for _, q, n, _ in rows if not q)
         samples = sum(s for kind, q, _, s in rows if not q and kind == BlockKind.TELEMETRY)
         quarantined = sum(n for _, q, n, _ in rows if q)
         return self._counters(pending, samples, quarantined, self._oldest())
 
-    # -- transactions --------------------------------------------------------------------
-
-    def insert(self, seq: int, kind: BlockKind, data: bytes, created: float, count: int) -> None:
-        """Store one block (evicting what the cap needs) and advance next_seq, atomically."""
-        with mapped_errors():
-            self.counters = self._insert(seq, kind, data, created, count)
-
-    def _insert(
-        self, seq: int, kind: BlockKind, data: bytes, created: float, count: int
-    ) -> Counters:
-        c = self.counters
-        pending, samples, quarantined = c.blocks_pending, c.samples_pending, c.quarantined
-        need = footprint(len(data), self._page)
-        evicted: dict[str, list[_Victim]] = {}
-        with self._transaction():
-            if need > self._cap:
-                evicted["oversized"] = [(seq, int(kind), count, len(data), 0)]
+    def insert(self, block: Incoming, catalog: tuple[str, Incoming] | None) -> int | None:
+        """Store ``block`` (its catalog first when this process has not stored it): its
+        seq, or None when it was dropped (counted; see agent.shell.buffer_insert). A failed
+        insert (locked, I/O error, the folder gone) is tried once more at once, so put
+        order holds, then dropped and counted as ``store_error``; StoreCorruptError is
+        raised."""
+        for attempt in (1, 2):
+            try:
+                with mapped_errors():
+                    done = self._inserter.insert(
+                        block, catalog, held=self._held, newest_catalog=self._newest_catalog
+                    )
+            except StoreUnavailableError as exc:
+                self._put_failures += 1
+                emit = _log.warning if self._put_failures == 1 else _log.debug
+                emit("buffer_put_failed", error=f"{type(exc).__name__}: {exc}",
+                     attempt=attempt, failures=self._put_failures)  # fmt: skip
+                if attempt == 1:
+                    continue
+                done = self._inserter.drop(block, "store_error")
             else:
-                evicted = self._evict(need)
-                self._conn.execute(
-                    "INSERT INTO blocks(seq, kind, created, count, size, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (seq, int(kind), created, count, len(data), data),
-                )
-            self._conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'next_seq' AND CAST(value AS INTEGER) <= ?",
-                (str(seq + 1), seq),
-            )
-            for reason, victims in evicted.items():
-                self._record_eviction(reason, victims, created)
-        for reason, victims in evicted.items():
-            if reason != "oversized":
-                pending -= sum(1 for v in victims if not v[4])
-                samples -= sum(v[2] for v in victims if v[1] == BlockKind.TELEMETRY and not v[4])
-                quarantined -= sum(1 for v in victims if v[4])
-            self._evictions[reason] = self._evictions.get(reason, 0) + len(victims)
-            self._log_eviction(reason, victims, seq)
-        if "oversized" not in evicted:
-            pending += 1
-            samples += count if kind == BlockKind.TELEMETRY else 0
-            if kind == BlockKind.CATALOG:
-                self._newest_catalog = seq
-        oldest = self._oldest() if evicted else (c.oldest_created or created)
-        return self._counters(pending, samples, quarantined, oldest)
+                if self._put_failures:
+                    _log.info("buffer_put_recovered", after_failures=self._put_failures)
+                    self._put_failures = 0
+            break
+        c = self.counters
+        with mapped_errors():
+            pending, samples = c.blocks_pending + done.blocks, c.samples_pending + done.samples
+            quarantined = c.quarantined
+            for victims in done.evicted.values():
+                pending -= sum(1 for v in victims if not v.quarantined)
+                samples -= sum(v.count for v in victims if v.kind == 1 and not v.quarantined)
+                quarantined -= sum(1 for v in victims if v.quarantined)
+            if done.catalog_seq is not None:
+                self._newest_catalog = done.catalog_seq
+            oldest = c.oldest_created
+            if done.evicted or (oldest is None and done.blocks):
+                oldest = self._oldest()
+            self.counters = self._counters(pending, samples, quarantined, oldest)
+        return done.seq
+
+    # -- the uploader's side -------------------------------------------------------------
+
+    def claim(self, seq: int) -> StoredBlock | None:
+        """Hold a pending block (it will not be evicted or rewritten) and return it as it is
+        now; None when it is gone."""
+        with mapped_errors():
+            found = self._blocks(f"{_BLOCK} AND seq = ?", (seq,))
+        if not found:
+            return None
+        self._held.add(seq)
+        self._inserter.freeze(seq)
+        return found[0]
+
+    def release(self, seqs: Iterable[int]) -> None:
+        """Let these blocks be evicted again (their upload failed)."""
+        self._held.difference_update(seqs)
 
     def ack(self, seqs: Sequence[int]) -> None:
-        """Delete these blocks (unknown seqs are ignored)."""
+        """Delete these blocks (unknown seqs are ignored); StoreFullError when even a
+        checkpoint does not give the delete room (the blocks stay held)."""
         unique = sorted(set(seqs))
         with mapped_errors():
-            self._ack(unique)
+            try:
+                self._ack(unique)
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                    raise
+                self._inserter.make_room()
+                self._ack(unique)
+        self._held.difference_update(unique)
 
     def _ack(self, unique: list[int]) -> None:
         c = self.counters
         pending, samples, quarantined = c.blocks_pending, c.samples_pending, c.quarantined
-        with self._transaction():
+        with transaction(self._conn):
             for start in range(0, len(unique), _CHUNK):
                 chunk = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                sql = _SELECT_SEQS.format(marks=marks)
-                for _, kind, count, q in self._conn.execute(sql, chunk):
+                for _, kind, count, q in self._conn.execute(
+                    _SELECT_SEQS.format(marks=marks), chunk
+                ):
                     pending -= not q
                     quarantined -= bool(q)
                     samples -= count if kind == BlockKind.TELEMETRY and not q else 0
-                self._conn.execute(_DELETE_SEQS.format(marks=marks), chunk)
+                sql = f"DELETE FROM blocks WHERE seq IN ({marks})"  # noqa: S608 (placeholders)
+                self._conn.execute(sql, chunk)
             if self._newest_catalog in unique:
                 (self._newest_catalog,) = self._conn.execute(
                     "SELECT max(seq) FROM blocks WHERE kind = 3"
@@ -206,7 +238,7 @@ class Store:
         """Mark a pending block quarantined; False when there is no such pending block."""
         c = self.counters
         with mapped_errors():
-            with self._transaction():
+            with transaction(self._conn):
                 row = self._conn.execute(
                     "UPDATE blocks SET quarantine_reason = ?, quarantined_at = ?"
                     " WHERE seq = ? AND quarantine_reason IS NULL RETURNING kind, count",
@@ -242,64 +274,6 @@ class Store:
 
     # -- internals -----------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
-    def _used(self) -> int:
-        (pages,) = self._conn.execute("PRAGMA page_count").fetchone()
-        (free,) = self._conn.execute("PRAGMA freelist_count").fetchone()
-        return int(pages - free) * self._page
-
-    def _evict(self, need: int) -> dict[str, list[_Victim]]:
-        """Delete blocks in EVICTION_ORDER until ``need`` more bytes fit; what was deleted."""
-        evicted: dict[str, list[_Victim]] = {}
-        used = self._used()
-        for reason in EVICTION_ORDER:
-            while used + need > self._cap:
-                sql = _EVICT_SQL[reason]
-                params = (self._newest_catalog or 0, _BATCH) if reason == "catalog" else (_BATCH,)
-                rows = self._conn.execute(sql, params).fetchall()
-                if not rows:
-                    break
-                by_seq = {row[0]: row for row in rows}
-                candidates = [Candidate(row[0], footprint(row[3], self._page)) for row in rows]
-                victims = [by_seq[v.seq] for v in plan_eviction(used, need, self._cap, candidates)]
-                marks = ",".join("?" * len(victims))
-                self._conn.execute(_DELETE_SEQS.format(marks=marks), [v[0] for v in victims])
-                evicted.setdefault(reason, []).extend(victims)
-                used = self._used()
-        return evicted
-
-    def _record_eviction(self, reason: str, victims: list[_Victim], now: float) -> None:
-        samples = sum(v[2] for v in victims if v[1] == BlockKind.TELEMETRY)
-        self._conn.execute(
-            "INSERT INTO evictions(reason, blocks, samples, bytes, last_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(reason) DO UPDATE SET blocks = blocks + excluded.blocks,"
-            " samples = samples + excluded.samples, bytes = bytes + excluded.bytes,"
-            " last_at = excluded.last_at",
-            (reason, len(victims), samples, sum(v[3] for v in victims), now),
-        )
-
-    def _log_eviction(self, reason: str, victims: list[_Victim], seq: int) -> None:
-        emit = _log.debug if reason in self._warned else _log.warning
-        self._warned.add(reason)
-        emit(
-            "buffer_block_dropped" if reason == "oversized" else "buffer_evicted",
-            reason=reason,
-            blocks=len(victims),
-            bytes=sum(v[3] for v in victims),
-            total=self._evictions[reason],
-            for_seq=seq,
-        )
-
     def _oldest(self) -> float | None:
         row = self._conn.execute(
             "SELECT created FROM blocks WHERE quarantine_reason IS NULL ORDER BY seq LIMIT 1"
@@ -315,11 +289,18 @@ class Store:
     def _counters(
         self, pending: int, samples: int, quarantined: int, oldest: float | None
     ) -> Counters:
+        ins = self._inserter
         return Counters(
-            bytes_used=self._used(),
+            bytes_used=used_bytes(self._conn, self._page),
             blocks_pending=pending,
             samples_pending=samples,
             oldest_created=oldest,
-            evictions=MappingProxyType(dict(self._evictions)),
+            evictions=MappingProxyType(dict(self._evictor.totals)),
             quarantined=quarantined,
+            next_seq=ins.next_seq,
+            dropped_samples=MappingProxyType(dict(ins.dropped_samples)),
+            dropped_blocks=MappingProxyType(dict(ins.dropped_blocks)),
+            disk_full=ins.disk.full,
+            disk_free_bytes=ins.disk.free,
+            capacity_bytes=ins.disk.capacity,
         )

@@ -1,12 +1,14 @@
 """Commissioning commands: one-shot reads of configured tags, browsing, trusting a server.
 
 Owns: `edge-agent read` (connect each involved source once, read the asked tags, render a
-table of value, quality, status and source timestamp), `edge-agent browse` and
-`edge-agent opcua trust` orchestration, and their plain-text rendering.
+table of value, quality, status name and code, and source timestamp; name every tag that is
+not Good, or got no value), `edge-agent browse` and `edge-agent opcua trust` orchestration,
+and their plain-text rendering.
 Must not: write anything to a device, start the supervisor, or touch the buffer.
 Invariants: every expected failure (unreachable endpoint, security mismatch, untrusted
 certificate, unknown tag) becomes a `CommissionError` with a message saying what to do;
-a failed source does not hide the results of the others.
+a failed source does not hide the results of the others; a read is only clean (no problem
+line) when every asked tag has a Good value.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from agent.clock import SystemClock
 from agent.configfile import LoadedConfig
 from agent.errors import EdgeAgentError
 from agent.settings import ModbusSource, OpcUaSource, Tag
-from drivers.base import Sample
+from drivers.base import Quality, Sample
 from drivers.modbus import ModbusDriver
 from drivers.opcua import read_once
 from drivers.opcua_browse import browse, render_tree
 from drivers.opcua_security import trust_certificate
+from drivers.opcua_values import status_name
 
 MODBUS_READ_TIMEOUT_S = 10.0
 
@@ -84,20 +87,38 @@ async def read_tags(loaded: LoadedConfig, names: Sequence[str]) -> tuple[list[Sa
         try:
             if isinstance(source, OpcUaSource):
                 password = loaded.secrets.get(f"sources.{source.name}.password")
-                samples += await read_once(
-                    source, tags, state_dir=state_dir, agent_id=s.agent.id, password=password
-                )
+                got = await read_once(
+                    source, tags, state_dir=state_dir, agent_id=s.agent.id, password=password,
+                    config_file=loaded.path,  # the trust hint names it
+                )  # fmt: skip
             else:
-                samples += await _read_modbus(source, tags)
+                got = await _read_modbus(source, tags)
         except EdgeAgentError as exc:
             errors.append(f"source '{source.name}': {exc}")
+            continue
+        samples += got
+        answered = {sample.tag for sample in got}
+        if missing := [tag.name for tag in tags if tag.name not in answered]:
+            within = (
+                f" within {MODBUS_READ_TIMEOUT_S:g} s" if isinstance(source, ModbusSource) else ""
+            )
+            errors.append(f"source '{source.name}': no value for {', '.join(missing)}{within}")
     order = {tag.name: i for i, tag in enumerate(wanted)}
     return sorted(samples, key=lambda sample: order[sample.tag]), errors
 
 
+def not_good(samples: Sequence[Sample]) -> str | None:
+    """One line naming every sample that is not Good and its status (None when all are)."""
+    bad = [s for s in samples if s.quality is not Quality.GOOD]
+    if not bad:
+        return None
+    named = ", ".join(f"{s.tag} {status_name(s.status)}" for s in bad)
+    return f"{len(bad)} of {len(samples)} tags not Good: {named}"
+
+
 def render_samples(samples: Sequence[Sample], units: dict[str, str]) -> str:
-    """A plain table: tag, value, unit, quality, status code, source timestamp (UTC)."""
-    rows = [("tag", "value", "unit", "quality", "status", "source timestamp (UTC)")]
+    """A plain table: tag, value, unit, quality, status name and code, source time (UTC)."""
+    rows = [("tag", "value", "unit", "quality", "status", "code", "source timestamp (UTC)")]
     for sample in samples:
         stamp = (
             dt.datetime.fromtimestamp(sample.source_time, dt.UTC)
@@ -115,6 +136,7 @@ def render_samples(samples: Sequence[Sample], units: dict[str, str]) -> str:
                 value,
                 units.get(sample.tag, ""),
                 sample.quality.name,
+                status_name(sample.status),
                 f"0x{sample.status:08X}",
                 stamp,
             )

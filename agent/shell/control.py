@@ -3,14 +3,17 @@
 Owns: the loop's schedule (monotonic clock), its memory of moves, operator's baseline and
 safety stop (read back from the audit log at start, so a restart resets neither the guard's
 rate and interval nor the baseline, and does not clear a safety stop), the record of every
-write the PLC may have applied (made before the read-back wait), and the one audit record
-every cycle leaves (design "Control loops and safety", 1-7).
+write the PLC may have applied (made before the read-back wait), the one audit record
+every cycle leaves (design "Control loops and safety", 1-7), and the log lines of a blocked
+loop: one `loop_blocked` warning per reason that lasts (agent.core.loop_blocked), one
+`loop_unblocked` when it acts again; every cycle's reason is in its audit record.
 Must not: decide what is safe (agent.core.gates and agent.core.guard do), choose targets
 (agent.core.optimizer) or talk to the PLC except through its drivers; acting on a decision
 (write, read-back, advisory tags) is agent.shell.control_act.
 Invariants: nothing is written unless every gate of this cycle passed in this cycle; a
 write is never retried or replayed; after a safety stop the loop writes nothing until the
-agent restarts and the PLC has been back in local control; the record is strict JSON.
+agent restarts and the PLC has been back in local control; the record is strict JSON; a
+loop with mode "off" never cycles.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from agent.core.gates import Verdict, check_handshake
 from agent.core.guard import RATE_WINDOW_S, GuardLimits, MoveHistory, guard
 from agent.core.health import Health
 from agent.core.latest import LatestValues
+from agent.core.loop_blocked import BlockedEpisode
 from agent.core.loop_stats import LoopStats
 from agent.core.model_manifest import ModelRejectedError
 from agent.logs import get_logger
@@ -46,6 +50,7 @@ from drivers.base import Driver, Quality, Sample
 __all__ = ["ControlLoop"]
 
 log = get_logger(__name__)
+_LAST_KEYS = ("outcome", "reason", "suggestion", "target", "write", "model", "predicted")
 
 
 class ControlLoop:
@@ -66,7 +71,8 @@ class ControlLoop:
     ) -> None:
         self.loop, self._latest, self._models, self._audit = loop, latest, models, audit
         self._health, self._clock, self.heartbeat = health, clock, heartbeat
-        self.stats = LoopStats(loop.name, loop.mode)
+        self.stats = LoopStats(loop.name, loop.mode, "off" if loop.mode == "off" else "starting")
+        self._episode = BlockedEpisode()
         self.stopped: str | None = None
         self._stop_clears_on_local = False
         self._feasible = True
@@ -80,10 +86,9 @@ class ControlLoop:
         self.inputs.observe(batch)
 
     async def run(self) -> None:
-        """Cycle every cadence_s until cancelled (mode off: idle)."""
-        if self.loop.mode == "off":
-            self.stats.state = "off"
-            return
+        """Cycle every cadence_s until cancelled (mode off: wait quietly, never act)."""
+        if self.loop.mode == "off":  # agent.shell.control_setup gives an off loop no task
+            await asyncio.Event().wait()
         await self._recover(self._clock.now())
         name = f"loop:{self.loop.name}"
         self._health.watch(
@@ -149,23 +154,12 @@ class ControlLoop:
         st.outcomes[rec["outcome"]] += 1
         for v in rec["verdicts"]:
             st.verdicts[(v["gate"], "pass" if v["ok"] else "refuse")] += 1
-        st.last = {
-            "time": now,
-            **{
-                k: rec.get(k)
-                for k in (
-                    "outcome",
-                    "reason",
-                    "suggestion",
-                    "target",
-                    "write",
-                    "model",
-                    "predicted",
-                )
-            },
-        }
+        st.last = {"time": now, **{k: rec.get(k) for k in _LAST_KEYS}}
         if self.stopped is not None:
             st.state = f"stopped: {self.stopped}"
+        if said := self._episode.cycle(rec["outcome"] == "blocked", str(rec.get("reason"))):
+            say = log.warning if said.event == "loop_blocked" else log.info
+            say(said.event, loop=lp.name, reason=said.reason, cycles=said.cycles)
         return await self._audit.record("cycle", rec, loop=lp.name)
 
     def _pass(self, rec: dict[str, Any], verdict: Verdict) -> None:
@@ -295,7 +289,7 @@ class ControlLoop:
             now=now,
             max_age_s=lp.heartbeat_max_age_s,
             echo_lag_max=lp.heartbeat_echo_lag_max,
-            counter_modulus=2**31,
+            counter_modulus=hb.counter.size if hb is not None else None,
             remote_max_age_s=lp.enable_max_age_s if lp.enable_max_age_s else math.inf,
         )
 

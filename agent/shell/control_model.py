@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agent.core.config_checks_models import GRID_INPUTS, GRID_OUTPUTS
 from agent.core.features import DERIVED, BlaineBias, Window, build_features
 from agent.core.gates import Verdict, check_inputs
 from agent.core.latest import LatestValues
@@ -178,10 +179,8 @@ def infer(
         y = session.predict(x[None, :].astype(np.float32))
         predicted = {o.name: round(float(y[0, k]), 4) for k, o in enumerate(m.outputs)}
         return 1, {"target": float(y[0, outputs[str(loop.output)]]), "predicted": predicted}
-    needed = [a.feature for a in loop.grid] + ["feed_rate"]
-    absent = [f for f in needed if f not in columns] + [
-        o for o in ("blaine", "residue45", "s28", "spec_energy") if o not in outputs
-    ]
+    needed = [a.feature for a in loop.grid] + list(GRID_INPUTS)
+    absent = [f for f in needed if f not in columns] + [o for o in GRID_OUTPUTS if o not in outputs]
     if absent:  # a model version that does not fit this loop: refused, rolled back
         raise ModelRejectedError(str(session.directory), f"the grid search needs {absent}")
     axes = [Axis(a.feature, columns[a.feature], a.span, a.step, a.move_penalty) for a in loop.grid]

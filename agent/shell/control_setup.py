@@ -2,10 +2,14 @@
 
 Owns: opening STATE_DIR/audit.db and forwarding its records to the buffer, loading the
 model signing key, the model manager with each model's pinned version, one heartbeat per
-heartbeat tag used by an advisory or closed-loop loop, one ControlLoop per `[[loops]]`, and
-the hourly audit pruning.
+heartbeat tag used by an advisory or closed-loop loop (counting in the range the tag and
+the echo tags of the loops sharing it can hold: agent.core.config_checks_loops.
+shared_counter, the range `check` accepted; gate 1 takes the echo's lag modulo it), one
+ControlLoop per `[[loops]]`, and the hourly audit pruning.
 Must not: run anything by itself; agent.app runs `tasks()` under its control supervisor,
 which stops first at shutdown (no write after the signal, the heartbeat stops with it).
+Invariants: a loop with mode "off" has no task (it would only end at once, and the
+supervisor restarts a task that ends); it is listed, with state "off", and nothing more.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import Clock
 from agent.configfile import LoadedConfig
+from agent.core.config_checks_loops import shared_counter
 from agent.core.health import Health
+from agent.core.heartbeat_counter import CounterRange
 from agent.core.latest import LatestValues
 from agent.core.model_manifest import ModelRejectedError
 from agent.errors import ConfigProblem
@@ -37,7 +43,9 @@ PRUNE_INTERVAL_S = 3600.0
 
 
 class KeyFileError(Exception):
-    """The configured model public key cannot be used (a configuration problem)."""
+    """The configured model public key (or a heartbeat tag) cannot be used: a configuration
+    problem, exit 78. A heartbeat tag is refused by `load_config` already; this is the
+    last line for a configuration that did not pass through it."""
 
     def __init__(self, problem: ConfigProblem) -> None:
         super().__init__(problem.render())
@@ -71,8 +79,25 @@ class Control:
             ("audit:prune", self._prune),
         ]
         out += [(h.name, h.run) for h in self.heartbeats]
-        out += [(f"loop:{lp.loop.name}", lp.run) for lp in self.loops]
+        out += [(f"loop:{lp.loop.name}", lp.run) for lp in self.loops if lp.loop.mode != "off"]
         return out
+
+
+def _heartbeat_counters(loaded: LoadedConfig) -> dict[str, CounterRange]:
+    """The counter range of every heartbeat tag an advisory or closed-loop loop writes, fit
+    to the tag and to the echo tags of all the loops that share it."""
+    tags = {t.name: t for t in loaded.settings.tags}
+    counters: dict[str, CounterRange] = {}
+    for index, lp in enumerate(loaded.settings.loops):
+        name = lp.heartbeat_tag
+        if lp.mode not in ("advisory", "closed_loop") or name is None or name in counters:
+            continue
+        counter = shared_counter(loaded.settings.loops, name, tags)
+        if not isinstance(counter, CounterRange):
+            raise KeyFileError(ConfigProblem(str(loaded.path), f"loops[{index}].{counter.key}",
+                                             counter.expected, counter.found))  # fmt: skip
+        counters[name] = counter
+    return counters
 
 
 async def open_control(
@@ -100,6 +125,7 @@ async def open_control(
                     str(exc),
                 )
             ) from None
+    counters = _heartbeat_counters(loaded)
     audit = await asyncio.to_thread(
         AuditLog, state_dir / AUDIT_FILE, agent_id=s.agent.id, clock=clock
     )
@@ -123,9 +149,8 @@ async def open_control(
         if lp.mode in ("advisory", "closed_loop") and lp.heartbeat_tag is not None:
             hb = heartbeats.get(lp.heartbeat_tag)
             if hb is None:
-                hb = Heartbeat(
-                    lp.heartbeat_tag, driver_of[lp.heartbeat_tag], clock=clock, health=health
-                )
+                hb = Heartbeat(lp.heartbeat_tag, driver_of[lp.heartbeat_tag],
+                               counters[lp.heartbeat_tag], clock=clock, health=health)  # fmt: skip
                 heartbeats[lp.heartbeat_tag] = hb
         loops.append(
             ControlLoop(

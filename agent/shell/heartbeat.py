@@ -1,11 +1,13 @@
 """The agent's heartbeat to the PLC: a counter written every second while the agent is healthy.
 
 Owns: one writer per heartbeat tag (loops that share a tag share its writer), the counter
-(starting at random, so an echo of a previous run's counter cannot pass for ours, wrapping
-inside INT32), the last counter the PLC accepted (`sent`, what gate 1 compares the echo
-with), and `stop(reason)`: after a safety event the heartbeat stops for good, so the PLC's
-watchdog drops the mill to local control and alarms; only a restart of the agent (a person's
-decision) starts it again.
+(starting at a random point of the tag's counter range, so an echo of a previous run's
+counter cannot pass for ours, and wrapping inside that range: agent.core.heartbeat_counter
+fits it to the tag's type and write limits and to what its echo tags read back), the last
+counter the PLC accepted (`sent`, what gate 1 compares the echo with, modulo
+`counter.size`), and `stop(reason)`: after a safety event the heartbeat stops for good, so
+the PLC's watchdog drops the mill to local control and alarms; only a restart of the
+agent (a person's decision) starts it again.
 Must not: retry a refused write within a beat, or write anything but the counter.
 """
 
@@ -15,6 +17,7 @@ import secrets
 
 from agent.clock import Clock
 from agent.core.health import Health
+from agent.core.heartbeat_counter import CounterRange
 from agent.errors import RetryableError, WriteRejectedError
 from agent.logs import get_logger
 from drivers.base import Driver
@@ -22,20 +25,22 @@ from drivers.base import Driver
 __all__ = ["INTERVAL_S", "Heartbeat"]
 
 INTERVAL_S = 1.0
-_MODULUS = 2**31
 log = get_logger(__name__)
 
 
 class Heartbeat:
-    """Writes `tag` through `driver` every second until stopped."""
+    """Writes `tag` through `driver` every second until stopped, counting in `counter`."""
 
-    def __init__(self, tag: str, driver: Driver, *, clock: Clock, health: Health) -> None:
+    def __init__(
+        self, tag: str, driver: Driver, counter: CounterRange, *, clock: Clock, health: Health
+    ) -> None:
         self.tag, self._driver, self._clock, self._health = tag, driver, clock, health
+        self.counter = counter
         self.sent: int | None = None
         self.stopped: str | None = None
         self.failures = 0
         # A random start: the echo of a previous process's counter must not pass for ours.
-        self._counter = secrets.randbelow(_MODULUS)
+        self._counter = counter.at(secrets.randbelow(counter.size))
 
     @property
     def name(self) -> str:
@@ -51,7 +56,7 @@ class Heartbeat:
         """Write the next counter once; True when the PLC accepted it."""
         if self.stopped is not None:
             return False
-        value = (self._counter + 1) % _MODULUS
+        value = self.counter.after(self._counter)
         try:
             await self._driver.write(self.tag, value)
         except (WriteRejectedError, RetryableError) as exc:  # incl. a lost link, a timeout

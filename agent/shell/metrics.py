@@ -31,12 +31,22 @@ from prometheus_client.metrics_core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from agent.shell.status import StatusSource, driver_figures, quantiles
+from agent.shell.buffer import OutageBudget
+from agent.shell.source_status import driver_figures, source_health
+from agent.shell.status import StatusSource, quantiles, readiness
 from drivers.base import DriverState
+from drivers.modbus import ModbusDriver
 
 __all__ = ["CONTENT_TYPE", "AgentCollector", "new_registry", "render"]
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+_MODBUS_COUNTERS = (
+    ("requests", "requests", "Modbus requests sent (reads and writes)."),
+    ("exceptions", "exceptions", "Modbus exception responses."),
+    ("timeouts", "timeouts", "Modbus requests without an answer within timeout_s."),
+    ("garbled", "garbled_answers", "Modbus answers that cannot answer their request "
+     "(undecodable, another function code, the wrong size)."),
+)  # fmt: skip
 
 
 class AgentCollector(Collector):
@@ -48,6 +58,7 @@ class AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._agent()
         yield from self._drivers()
+        yield from self._modbus()
         yield from self._buffer()
         yield from self._uploader()
         yield from self._loops()
@@ -63,7 +74,7 @@ class AgentCollector(Collector):
             value=max(0.0, app.clock.now() - app.started),
         )
         yield GaugeMetricFamily(
-            "edge_agent_ready", "1 when the agent is ready (readyz).", value=app.health.ready
+            "edge_agent_ready", "1 when the agent is ready (readyz).", value=readiness(app)[0]
         )
         stalled = app.health.stalled(app.clock.monotonic())
         yield GaugeMetricFamily(
@@ -96,6 +107,16 @@ class AgentCollector(Collector):
             "Successful connections to the source after the first one.",
             labels=labels,
         )
+        degraded = GaugeMetricFamily(
+            "edge_agent_driver_degraded",
+            "1 while the source is connected but some of its tags are Bad or Uncertain.",
+            labels=labels,
+        )
+        tags = GaugeMetricFamily(
+            "edge_agent_driver_tags",
+            "The source's tags by the quality of their latest sample (waiting: none yet).",
+            labels=["source", "quality"],
+        )
         for driver in self._app.drivers:
             f = driver_figures(driver)
             connected.add_metric([f.name], float(f.state == DriverState.CONNECTED))
@@ -103,7 +124,24 @@ class AgentCollector(Collector):
                 state.add_metric([f.name, str(s)], float(f.state == s))
             samples.add_metric([f.name], f.samples)
             reconnects.add_metric([f.name], f.reconnects)
-        yield from (connected, state, samples, reconnects)
+            degraded.add_metric([f.name], float(source_health(f)[0] == "degraded"))
+            if (t := f.tags) is not None:
+                for quality, count in (("good", t.good), ("uncertain", t.uncertain),
+                                       ("bad", t.bad), ("waiting", t.waiting)):  # fmt: skip
+                    tags.add_metric([f.name, quality], count)
+        yield from (connected, state, samples, reconnects, degraded, tags)
+
+    def _modbus(self) -> Iterator[Metric]:
+        families = {
+            key: CounterMetricFamily(f"edge_agent_modbus_{name}", doc, labels=["source", "unit"])
+            for key, name, doc in _MODBUS_COUNTERS
+        }
+        for driver in self._app.drivers:
+            if isinstance(driver, ModbusDriver):
+                for unit, counters in sorted(driver.counters().units.items()):
+                    for key, family in families.items():
+                        family.add_metric([driver.name, str(unit)], getattr(counters, key))
+        yield from families.values()
 
     def _buffer(self) -> Iterator[Metric]:
         buffer = self._app.buffer
@@ -154,6 +192,7 @@ class AgentCollector(Collector):
             "Blocks the receiver refused, kept but never offered again.",
             value=b.quarantined,
         )
+        yield from _buffer_losses(b)
 
     def _uploader(self) -> Iterator[Metric]:
         uploader = self._app.uploader
@@ -237,6 +276,32 @@ class AgentCollector(Collector):
                     "edge_agent_inference_seconds", {"loop": loop, "quantile": f"{q:g}"}, value
                 )
         yield from (info, cycles, verdicts, outcomes, writes, inference)
+
+
+_DROP_REASONS = ("buffer_full", "disk_full", "oversized")
+
+
+def _buffer_losses(b: OutageBudget) -> Iterator[Metric]:
+    """What the buffer could not keep, and whether its disk is full now."""
+    dropped = CounterMetricFamily(
+        "edge_agent_buffer_dropped_samples",
+        "Samples that could not be stored at all, by reason, since the agent started.",
+        labels=["reason"],
+    )
+    for reason in sorted({*_DROP_REASONS, *b.dropped_samples}):
+        dropped.add_metric([reason], b.dropped_samples.get(reason, 0))
+    yield dropped
+    yield GaugeMetricFamily(
+        "edge_agent_buffer_disk_full",
+        "1 while the disk rather than the cap limits the buffer (it evicts early or drops).",
+        value=b.disk_full,
+    )
+    if b.disk_free_bytes is not None:
+        yield GaugeMetricFamily(
+            "edge_agent_buffer_disk_free_bytes",
+            "Free space on the buffer's filesystem at the last put.",
+            value=b.disk_free_bytes,
+        )
 
 
 def new_registry(app: StatusSource) -> CollectorRegistry:

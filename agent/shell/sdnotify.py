@@ -2,9 +2,10 @@
 
 Owns: the datagram socket to ``$NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract socket),
 the watchdog interval read from ``$WATCHDOG_USEC``/``$WATCHDOG_PID``, sending messages, and
-the keep-alive schedule (``keep_alive``): STATUS= every ``status_every_s``, WATCHDOG=1 every
-half watchdog interval while ``Health.stalled(now)`` is empty, and the wording of the STATUS=
-line (``status_line``).
+the keep-alive schedule (``keep_alive``): STATUS= every ``status_every_s`` and within a
+second of the buffer's condition changing (a disk that became full or has room again; not its
+figures, which the regular STATUS= refreshes), WATCHDOG=1 every half watchdog interval while
+``Health.stalled(now)`` is empty, and the wording of the STATUS= line (``status_line``).
 Must not: decide what progress or readiness is (components beat ``agent.core.health``, the
 app sends READY=1), raise into the agent, or block the event loop (the socket is non-blocking:
 a full receive queue drops the message, as a lost datagram would be).
@@ -87,12 +88,13 @@ class Notifier:
 
 
 def status_line(connected: int, sources: int, budget: OutageBudget, stalled: list[str]) -> str:
-    """The one-line STATUS= that `systemctl status edge-agent` shows."""
+    """The one-line STATUS= that `systemctl status edge-agent` shows (a buffer problem first)."""
     line = (
         f"sources {connected}/{sources} connected, buffer {budget.bytes_used / 1e6:.1f} MB used,"
         f" {budget.blocks_pending} blocks pending"
     )
-    return f"{line}, stalled: {', '.join(stalled)}" if stalled else line
+    line = f"{line}, stalled: {', '.join(stalled)}" if stalled else line
+    return f"BUFFER {budget.problem}; {line}" if budget.problem else line
 
 
 def _watchdog_interval_s(env: Mapping[str, str], pid: int) -> float | None:
@@ -113,16 +115,22 @@ async def keep_alive(
     summary: Callable[[], str],
     *,
     status_every_s: float = STATUS_EVERY_S,
+    budget: Callable[[], OutageBudget] | None = None,
 ) -> None:
     """Until cancelled: STATUS=summary() every ``status_every_s`` (the first one after that
-    interval: READY=1 carried one), and WATCHDOG=1 every ``notifier.watchdog_interval_s``
-    while no critical loop is stalled. Withholding the watchdog is logged WARNING once per
-    episode (naming the loops), its resumption INFO: systemd restarts the agent if it stays
-    withheld for WatchdogSec."""
+    interval: READY=1 carried one) and at the first tick (at most 1 s) after the buffer's
+    condition (``budget().disk_full``) changed, and WATCHDOG=1 every
+    ``notifier.watchdog_interval_s`` while no critical loop is stalled (the 1 s tick that
+    watches the buffer does not make it more frequent). Withholding the watchdog is logged
+    WARNING once per episode (naming the loops), its resumption INFO: systemd restarts the
+    agent if it stays withheld for WatchdogSec."""
     watchdog = notifier.watchdog_interval_s
     tick = status_every_s if watchdog is None else min(watchdog, status_every_s)
+    tick = tick if budget is None else min(tick, 1.0)
     next_status = clock.monotonic() + status_every_s
+    next_watchdog = clock.monotonic()
     withheld: list[str] = []
+    condition = None if budget is None else budget().disk_full
     while True:
         now = clock.monotonic()
         stalled = health.stalled(now)
@@ -131,9 +139,12 @@ async def keep_alive(
         elif withheld and not stalled:
             _log.info("systemd_watchdog_resumed")
         withheld = stalled
-        if watchdog is not None and not stalled:
+        # half a tick early is on time: a wake-up a hair early must not cost a whole tick
+        if watchdog is not None and not stalled and now + tick / 2 >= next_watchdog:
             notifier.watchdog()
-        if now >= next_status:
+            next_watchdog = now + watchdog
+        current = None if budget is None else budget().disk_full
+        if now >= next_status or current != condition:
             notifier.status(summary())
-            next_status = now + status_every_s
+            next_status, condition = now + status_every_s, current
         await clock.sleep(tick)

@@ -2,7 +2,8 @@
 
 Owns: the shape of the status document (agent, health, drivers, buffer and outage budget,
 uploader and drain progress, control loops, active models) and how each component's figures
-are read for it (also used by ``agent.shell.metrics``, so the two never disagree);
+are read for it (also used by ``agent.shell.metrics``, so the two never disagree; a source's
+entry and figures come from ``agent.shell.source_status``);
 ``config_digest``, the sha256 of the configuration file read once at start.
 Must not: change, await or lock anything it reads, do I/O (``config_digest`` aside, called once
 by the composition root, and the process's own /proc/self/status), log, or import the
@@ -29,10 +30,9 @@ from agent.core.health import Health
 from agent.core.loop_stats import LoopStats
 from agent.shell.buffer import Buffer
 from agent.shell.memory import resident
+from agent.shell.source_status import DriverFigures, driver_figures, source_entry
 from agent.shell.uploader import Uploader
 from drivers.base import Driver
-from drivers.modbus import ModbusDriver
-from drivers.opcua import OpcUaDriver
 
 __all__ = [
     "QUANTILES",
@@ -43,6 +43,7 @@ __all__ = [
     "driver_figures",
     "inference_summary",
     "quantiles",
+    "readiness",
 ]
 
 
@@ -69,18 +70,6 @@ class StatusSource(Protocol):
     def loop_stats(self) -> Sequence[LoopStats]: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class DriverFigures:
-    """The counters every driver kind reports the same way, plus its own (JSON-safe)."""
-
-    name: str
-    kind: str
-    state: str
-    samples: int
-    reconnects: int
-    details: dict[str, Any]
-
-
 def config_digest(path: Path) -> str | None:
     """sha256 of the configuration file's bytes (None when it cannot be read any more)."""
     try:
@@ -102,28 +91,6 @@ def _safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, bool)):
         return value
     return str(value)
-
-
-def driver_figures(driver: Driver) -> DriverFigures:
-    """Samples, reconnects and the driver's own counters, whatever its kind."""
-    if isinstance(driver, OpcUaDriver):
-        c = driver.counters
-        details = _safe(c)
-        return DriverFigures(
-            driver.name, "opcua", str(driver.state), c.samples_emitted, c.reconnects, details
-        )
-    if isinstance(driver, ModbusDriver):
-        details = _safe(driver.counters())
-        details["units"] = {str(k): v for k, v in details["units"].items()}
-        return DriverFigures(
-            driver.name,
-            "modbus",
-            str(driver.state),
-            driver.samples_emitted,
-            driver.reconnects,
-            details,
-        )
-    return DriverFigures(driver.name, type(driver).__name__, str(driver.state), 0, 0, {})
 
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -169,7 +136,16 @@ def _loop(stats: LoopStats) -> dict[str, Any]:
     }
 
 
-def _health(health: Health, mono: float) -> dict[str, Any]:
+def readiness(app: StatusSource) -> tuple[bool, str]:
+    """Ready, and why: the agent's readiness, except while its buffer cannot keep what it
+    is given (a full disk). /readyz, /status and /metrics all answer from here."""
+    problem = None if app.buffer is None else app.buffer.budget().problem
+    if problem is not None and app.health.ready:
+        return False, f"buffer: {problem}"
+    return app.health.ready, app.health.ready_detail
+
+
+def _health(health: Health, mono: float, ready: tuple[bool, str]) -> dict[str, Any]:
     stalled_all = set(health.stalled(mono, critical_only=False))
     critical = health.stalled(mono)
     watched = []
@@ -188,8 +164,8 @@ def _health(health: Health, mono: float) -> dict[str, Any]:
         )
     return {
         "healthy": not critical,
-        "ready": health.ready,
-        "ready_detail": health.ready_detail,
+        "ready": ready[0],
+        "ready_detail": ready[1],
         "stalled": critical,
         "watched": watched,
     }
@@ -233,18 +209,8 @@ def build_status(app: StatusSource) -> dict[str, Any]:
             "state_dir": str(s.agent.state_dir),
             "memory": resident(),
         },
-        "health": _health(app.health, app.clock.monotonic()),
-        "drivers": [
-            {
-                "name": f.name,
-                "kind": f.kind,
-                "state": f.state,
-                "samples_total": f.samples,
-                "reconnects_total": f.reconnects,
-                "counters": f.details,
-            }
-            for f in map(driver_figures, app.drivers)
-        ],
+        "health": _health(app.health, app.clock.monotonic(), readiness(app)),
+        "drivers": [source_entry(driver) for driver in app.drivers],
         "buffer": _buffer(app.buffer),
         "sync": {"enabled": s.sync.enabled, "url": s.sync.url if s.sync.enabled else None},
         "uploader": _uploader(app.uploader),

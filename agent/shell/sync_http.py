@@ -11,8 +11,10 @@ put the token anywhere but the ``Authorization`` header (never a message, never 
 
 Invariants: ``post_block`` returns an ``Answer`` for every HTTP status and raises only
 ``DeviceTimeoutError`` (no answer in time) or ``ConnectionLostError`` (connect, TLS, proxy or
-protocol failure); ``build_client`` raises ``ConfigError`` naming the ``[sync]`` key of an
-unreadable CA bundle or client certificate, and never prompts for a key's password.
+protocol failure); ``maybe_delivered`` tells the failures after which the receiver may have
+stored the block (the request went out, the answer did not come back) from those before;
+``build_client`` raises ``ConfigError`` naming the ``[sync]`` key of an unreadable CA bundle
+or client certificate, and never prompts for a key's password.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from agent.core.sync_policy import BLOCK_MEDIA_TYPE
 from agent.errors import ConfigError, ConfigProblem, ConnectionLostError, DeviceTimeoutError
 from agent.settings import SyncSection
 
-__all__ = ["Answer", "build_client", "post_block", "tls_context"]
+__all__ = ["Answer", "build_client", "maybe_delivered", "post_block", "tls_context"]
 
 _DETAIL_CHARS = 500
 
@@ -83,6 +85,14 @@ async def post_block(client: httpx.AsyncClient, url: str, data: bytes) -> Answer
         body = None
     duplicate = isinstance(body, dict) and body.get("status") == "duplicate"
     return Answer(response.status_code, None, "", duplicate)
+
+
+def maybe_delivered(error: BaseException) -> bool:
+    """Whether a failed ``post_block`` may have reached the receiver whole: the request was
+    sent and then the answer timed out or the connection broke (not: connect, TLS, proxy,
+    pool or write failures, after which no complete block arrived)."""
+    cause = error.__cause__
+    return isinstance(cause, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError))
 
 
 def tls_context(sync: SyncSection, base_dir: Path) -> ssl.SSLContext | bool:

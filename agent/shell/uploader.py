@@ -1,9 +1,11 @@
 """The uploader: moves buffered blocks to the cloud receiver, each acknowledged exactly once.
 
 Owns: the send loop (catalogs, live blocks, then the backlog oldest first; several requests
-in flight; the bandwidth bucket), acking in batches, quarantining refused blocks with an alert
-event, the retry gate with the shared backoff, counters and drain progress. The HTTP client,
-the POST and the mapping of httpx errors live in ``agent.shell.sync_http``.
+in flight; the bandwidth bucket), claiming each block before it is sent (so the buffer never
+evicts a block that may reach the receiver) and releasing it when its upload fails,
+quarantining refused blocks with an alert event, the retry gate with the shared backoff.
+Counters, progress and the batch of acks: ``agent.shell.upload_ledger``; the HTTP client,
+the POST and the mapping of httpx errors: ``agent.shell.sync_http``.
 
 Must not: decide what an answer means or which block goes next (``agent.core.sync_policy``
 does), touch SQLite (only the ``Buffer`` API), read real time (the injected ``Clock``), or put
@@ -16,7 +18,12 @@ Invariants:
 - At most one request per block in flight; at most ``concurrency`` requests in flight, and a
   single probe while failing; no request starts before the backoff gate opens.
 - Network errors, timeouts and refusals never escape ``run()``; cancellation does, at once
-  (in-flight requests are cancelled with it); buffer errors propagate to the supervisor.
+  (in-flight requests are cancelled with it); a buffer that cannot delete or quarantine now
+  (a full disk) is retried later, other buffer errors propagate to the supervisor.
+- A block is sent only after ``Buffer.claim`` said it is still there; it stays claimed until
+  its ack is committed, and is released after a quarantine or a failed attempt that cannot
+  have delivered it. One that may have been delivered (the answer was lost, or ``run()`` was
+  cancelled while it was in flight) stays claimed, the latest ``MAX_UNSURE`` of them.
 - The send loop goes round at least every ``MAX_PAUSE_S`` (a longer wait, a backoff or a
   Retry-After, is taken in steps) and calls ``on_progress`` each time round, also while the
   cloud is down: an outage is not a stall, only a loop that stops going round is.
@@ -31,7 +38,6 @@ import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -45,58 +51,19 @@ from agent.errors import ConfigError, ConfigProblem, RetryableError
 from agent.logs import get_logger
 from agent.settings import SyncSection
 from agent.shell import sync_http
-from agent.shell.buffer import Buffer, StoredBlock
+from agent.shell.buffer import Buffer, StoredBlock, StoreUnavailableError
+from agent.shell.upload_ledger import AckBatch, Result, SyncProgress, UploaderStats
 
 __all__ = ["SyncProgress", "Uploader", "UploaderStats"]
 
 _log = get_logger(__name__)
 
 
-@dataclass
-class UploaderStats:
-    """Counters for metrics (a copy from ``Uploader.stats()``); latencies on the Clock."""
-
-    blocks_sent: int = 0
-    bytes_sent: int = 0
-    acks: int = 0
-    duplicates: int = 0
-    retries: int = 0
-    quarantined: int = 0
-    in_flight: int = 0
-    consecutive_failures: int = 0
-    last_latency_s: float | None = None
-    latency_sum_s: float = 0.0  # of every acked request (count: acks)
-    last_error: str | None = None
-
-
-@dataclass(frozen=True)
-class SyncProgress:
-    """What is left to upload; rate and ETA are known only while a backlog drains."""
-
-    remaining_blocks: int
-    remaining_samples: int
-    draining: bool
-    blocks_per_s: float | None
-    eta_s: float | None
-    drained_blocks: int = 0  # acked since the current drain started (0 when not draining)
-
-
-@dataclass(frozen=True)
-class _Result:
-    block: StoredBlock
-    outcome: policy.Outcome
-    status: int | None
-    error_kind: str
-    detail: str
-    duplicate: bool
-    generation: int
-    latency_s: float
-
-
 class Uploader:
     """Sends the buffer's blocks to ``{sync.url}/v1/agents/{agent_id}/blocks/{epoch}/{seq}``."""
 
     MAX_PAUSE_S = 5.0  # the send loop goes round at least this often, also behind a long backoff
+    MAX_UNSURE = 256  # blocks kept claimed because they may have been delivered
 
     def __init__(
         self,
@@ -124,21 +91,22 @@ class Uploader:
         self._backoff = backoff if backoff is not None else Backoff()
         self._rand = rand if rand is not None else random.Random().random  # noqa: S311 (jitter)
         self._concurrency = max(1, concurrency)
-        self._ack_batch = ack_batch
         self._progress_every_s = progress_every_s
         self._on_progress = on_progress  # called once per send-loop step: the watchdog's beat
         self._window_s = policy.live_window_s(sync.flush_interval_s)
         self._poll_s = min(max(sync.flush_interval_s / 4, 0.05), 1.0)
         self._refill = max(16, 8 * self._concurrency)
         self._stats = UploaderStats()
+        self._unsure: dict[int, None] = {}  # seqs that may have been delivered (oldest first)
+        self._acks = AckBatch(buffer, clock, self._backoff, self._rand, ack_batch)  # kept
+        self._quarantine_failures = 0
         self._reset()
 
     def _reset(self) -> None:
         self._in_flight: dict[int, StoredBlock] = {}
-        self._results: list[_Result] = []
+        self._results: list[Result] = []
         self._backlog: deque[StoredBlock] = deque()
-        self._done: set[int] = set()  # acked or quarantined since the last refill
-        self._to_ack: list[int] = []
+        self._done: set[int] = set()  # acked, quarantined or gone since the last refill
         self._failed: dict[int, int] = {}  # failed attempts per seq, until acked/quarantined
         self._wake = asyncio.Event()
         self._streak = policy.Streak()
@@ -149,14 +117,17 @@ class Uploader:
     # -- public ------------------------------------------------------------------------------
 
     def stats(self) -> UploaderStats:
-        failures = self._streak.failures
+        failures, waiting = self._streak.failures, len(self._acks)
         return dataclasses.replace(
-            self._stats, in_flight=len(self._in_flight), consecutive_failures=failures
+            self._stats,
+            in_flight=len(self._in_flight),
+            consecutive_failures=failures,
+            acks_waiting=waiting,
         )
 
     def progress(self) -> SyncProgress:
         budget = self._buffer.budget()
-        remaining = max(0, budget.blocks_pending - len(self._to_ack))
+        remaining = max(0, budget.blocks_pending - len(self._acks))
         rate = self._drain.blocks_per_s(self._clock.monotonic())
         eta = policy.eta_s(remaining, rate)
         drained = self._drain.acked if self._drain.active else 0
@@ -179,7 +150,7 @@ class Uploader:
                 while True:
                     await self._step(client, group)
         finally:  # acknowledged blocks are deleted now, not re-sent after a restart
-            await self._flush_acks()
+            await self._acks.flush(force=True)
 
     def _url(self, seq: int) -> str:
         agent, epoch = quote(self._agent_id, safe=""), quote(self._buffer.epoch, safe="")
@@ -202,7 +173,7 @@ class Uploader:
             return
         block = await self._choose()
         if block is None:
-            await self._flush_acks()
+            await self._acks.flush()
             await self._pause(self._poll_s)
             return
         now = self._clock.monotonic()
@@ -210,6 +181,11 @@ class Uploader:
         if wait > 0:
             await self._pause(wait)
             return
+        claimed = await self._buffer.claim(block.seq)  # held now, and as it is now
+        if claimed is None:  # evicted since it was read: skip it
+            self._done.add(block.seq)
+            return
+        block = claimed
         self._bucket = self._bucket.took(len(block.data), now)
         self._in_flight[block.seq] = block
         self._stats.blocks_sent += 1
@@ -217,14 +193,14 @@ class Uploader:
         group.create_task(self._send(client, block, self._streak.generation))
 
     async def _choose(self) -> StoredBlock | None:
-        busy = self._done | self._in_flight.keys()
+        busy = self._done | self._in_flight.keys() | self._acks.seqs.keys()
         if all(block.seq in busy for block in self._backlog):
-            await self._flush_acks()
+            await self._acks.flush()
             self._done.clear()
             self._backlog = deque(
                 await self._buffer.pending(limit=self._refill, newest_first=False)
             )
-            busy = self._done | self._in_flight.keys()
+            busy = self._done | self._in_flight.keys() | self._acks.seqs.keys()
         newest = await self._buffer.pending(limit=self._concurrency, newest_first=True)
         now = self._clock.now()
         candidates = [*newest, *self._backlog]
@@ -246,7 +222,7 @@ class Uploader:
 
     async def _send(self, client: httpx.AsyncClient, block: StoredBlock, generation: int) -> None:
         started = self._clock.monotonic()
-        status, detail, duplicate = None, "", False
+        status, detail, duplicate, unsure = None, "", False, False
         try:
             answer = await sync_http.post_block(client, self._url(block.seq), block.data)
             status, detail, duplicate = answer.status, answer.detail, answer.duplicate
@@ -255,9 +231,10 @@ class Uploader:
         except RetryableError as exc:
             outcome = policy.Outcome(policy.Verdict.RETRY, str(exc), exc.retry_after_s)
             kind = type(exc.__cause__ or exc).__name__
+            unsure = sync_http.maybe_delivered(exc)
         latency = self._clock.monotonic() - started
         self._results.append(
-            _Result(block, outcome, status, kind, detail, duplicate, generation, latency)
+            Result(block, outcome, status, kind, detail, duplicate, generation, latency, unsure)
         )
         self._wake.set()
 
@@ -272,22 +249,37 @@ class Uploader:
             if verdict is policy.Verdict.RETRY:
                 self._failed[seq] = self._failed.get(seq, 0) + 1
                 self._on_retry(result)
+                await self._release(seq, keep=result.maybe_delivered)
                 continue
             self._failed.pop(seq, None)
+            self._unsure.pop(seq, None)
             if verdict is policy.Verdict.ACK:
                 self._on_ack(result)
             else:
                 await self._on_quarantine(result)
-        if len(self._to_ack) >= self._ack_batch:
-            await self._flush_acks()
+        if self._acks.due:
+            await self._acks.flush()
 
-    def _on_ack(self, result: _Result) -> None:
+    async def _release(self, seq: int, *, keep: bool) -> None:
+        """After a failed attempt: let the buffer evict the block again, unless it may have
+        been delivered (then the latest MAX_UNSURE such blocks stay claimed)."""
+        self._unsure.pop(seq, None)
+        if not keep:
+            await self._buffer.release([seq])
+            return
+        self._unsure[seq] = None
+        if len(self._unsure) > self.MAX_UNSURE:
+            oldest = next(iter(self._unsure))
+            del self._unsure[oldest]
+            await self._buffer.release([oldest])
+
+    def _on_ack(self, result: Result) -> None:
         stats = self._stats
         stats.acks += 1
         stats.duplicates += result.duplicate
         stats.last_latency_s = result.latency_s
         stats.latency_sum_s += result.latency_s
-        self._to_ack.append(result.block.seq)
+        self._acks.add(result.block.seq)
         self._done.add(result.block.seq)
         self._drain = self._drain.acked_one()
         streak = self._streak.succeeded(sent_in=result.generation)
@@ -296,7 +288,7 @@ class Uploader:
             _log.info("sync_recovered", after_failures=self._streak.failures, outage_s=outage)
         self._streak = streak
 
-    def _on_retry(self, result: _Result) -> None:
+    def _on_retry(self, result: Result) -> None:
         reason, seq, old = result.outcome.reason, result.block.seq, self._streak
         self._stats.retries += 1
         self._stats.last_error = reason
@@ -320,22 +312,26 @@ class Uploader:
             retry_in_s=round(delay, 3),
         )
 
-    async def _on_quarantine(self, result: _Result) -> None:
+    async def _on_quarantine(self, result: Result) -> None:
         seq, status, reason = result.block.seq, result.status or 0, result.outcome.reason
         detail = result.detail[:500]
-        self._stats.quarantined += 1
         self._done.add(seq)
-        await self._buffer.quarantine(seq, f"{reason}: {detail}" if detail else reason)
+        try:
+            await self._buffer.quarantine(seq, f"{reason}: {detail}" if detail else reason)
+        except StoreUnavailableError as exc:  # kept pending: refused again, quarantined later
+            self._quarantine_failures += 1
+            emit = _log.warning if self._quarantine_failures == 1 else _log.debug
+            emit("sync_quarantine_failed", seq=seq, error=str(exc))
+            return
+        finally:
+            await self._buffer.release([seq])
+        self._quarantine_failures = 0
+        self._stats.quarantined += 1
         alert = policy.quarantine_alert(
             seq=seq, status=status, reason=reason, detail=detail, now=self._clock.now()
         )
         await self._buffer.put_events([alert])
         _log.warning("sync_block_quarantined", seq=seq, status=status, reason=reason, detail=detail)
-
-    async def _flush_acks(self) -> None:
-        if self._to_ack:
-            seqs, self._to_ack = self._to_ack, []
-            await self._buffer.ack(seqs)
 
     def _note_drain(self, block: StoredBlock | None, now: float) -> None:
         backlog = block is not None and policy.is_backlog(block, now, self._window_s)

@@ -39,6 +39,11 @@ from agent.demo.tags import NAMESPACE_URI
 
 TIME_SCALE = 10.0
 """Sim seconds per wall second in these tests: the 15 s watchdog trips in 1.5 s."""
+WAIT_S = 60.0
+"""The limit of a wait for a condition: generous, since a busy 2-core machine only slows
+things down; every wait polls the condition and ends as soon as it holds."""
+REQUEST_TIMEOUT_S = 10.0
+"""asyncua's per-request timeout for the test clients (its 2 s default is short under load)."""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -63,7 +68,7 @@ async def sim(sim_plant: SimulatedPlant) -> AsyncIterator[SimulatedPlant]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def opcua(sim: SimulatedPlant) -> AsyncIterator[Client]:
-    client = Client(sim.opcua_url, timeout=2)
+    client = Client(sim.opcua_url, timeout=REQUEST_TIMEOUT_S)
     await client.connect()
     try:
         yield client
@@ -83,13 +88,18 @@ def value_only(value: float | int | bool, kind: ua.VariantType) -> ua.DataValue:
     return ua.DataValue(ua.Variant(value, kind))
 
 
+_HEARTBEATS = itertools.count(1)
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def heartbeat(opcua: Client) -> AsyncIterator[Callable[[], Awaitable[None]]]:
-    """Writes Heartbeat over OPC UA every 0.1 s wall (1 s sim); call the result to stop it."""
+    """Writes Heartbeat over OPC UA every 0.1 s wall (1 s sim); call the result to stop it.
+    The test starts once the PLC echoed a beat (it has seen the agent alive)."""
     node = await tag_node(opcua, "Heartbeat")
+    first = next(_HEARTBEATS) * 1_000_000 + 1  # above every beat an earlier test wrote
 
     async def beat() -> None:
-        for n in itertools.count(1):
+        for n in itertools.count(first):
             await node.write_value(value_only(n, ua.VariantType.Int32))
             await asyncio.sleep(0.1)
 
@@ -100,7 +110,11 @@ async def heartbeat(opcua: Client) -> AsyncIterator[Callable[[], Awaitable[None]
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    await asyncio.sleep(0.15)
+    async def echoed() -> bool:
+        assert not task.done(), task
+        return int(await value(opcua, "HeartbeatEcho") or 0) >= first
+
+    await eventually(echoed)
     yield stop
     await stop()
 
@@ -109,7 +123,7 @@ async def read(client: Client, name: str) -> ua.DataValue:
     return await (await tag_node(client, name)).read_data_value(raise_on_bad_status=False)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = WAIT_S) -> None:
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
@@ -167,7 +181,7 @@ def client_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 async def secure_client(
     plant: SimulatedPlant, certs: tuple[Path, Path], policy: str, password: str
 ) -> Client:
-    client = Client(plant.opcua_url, timeout=2)
+    client = Client(plant.opcua_url, timeout=REQUEST_TIMEOUT_S)
     client.application_uri = CLIENT_URI
     client.set_user("operator")
     client.set_password(password)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import random
 import sqlite3
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from agent.core.blocks import (
     decode_telemetry,
     read_header,
 )
-from agent.shell.buffer import Buffer, StoredBlock, StoreUnavailableError
+from agent.shell.buffer import Buffer, StoredBlock
 from drivers.base import Sample
 
 T = 1_767_225_600.0
@@ -123,16 +122,31 @@ async def test_seq_never_repeats_across_restarts_acks_and_an_emptied_table(tmp_p
         await buffer.close()
 
 
+def announced(blocks: list[StoredBlock], reason: str | None = None) -> set[int]:
+    """The seqs the buffer's announcements say were evicted (for ``reason``, or any)."""
+    out: set[int] = set()
+    for block in blocks:
+        for event in decode_events(block.data) if block.kind == BlockKind.EVENTS else []:
+            if event.get("kind") == "buffer_blocks_evicted" and reason in (None, event["reason"]):
+                out |= {s for first, last in event["seqs"] for s in range(first, last + 1)}
+    return out
+
+
+def put_order(blocks: list[StoredBlock], key: str) -> list[int]:
+    """``key`` of the (non-announcement) events blocks, in seq order."""
+    rows = [decode_events(b.data)[0] for b in sorted(blocks, key=lambda b: b.seq)]
+    return [row[key] for row in rows if key in row]
+
+
 async def test_the_byte_cap_evicts_oldest_telemetry_first_and_events_last(tmp_path: Path) -> None:
     path, cap = tmp_path / "state.db", 1_000_000
     rng = random.Random(1)
     buffer = await open_buffer(path, max_bytes=cap)
-    telemetry, events = [], []
     try:
         for i in range(150):  # ~20 kB each: three times the cap
-            telemetry.append(await buffer.put_samples(noise(2500, rng), NOISE))
+            await buffer.put_samples(noise(2500, rng), NOISE)
             if i % 10 == 0:
-                events.append(await buffer.put_events([{"i": i, "audit": "x" * 200}]))
+                await buffer.put_events([{"i": i, "audit": "x" * 200}])
         await buffer.flush()
         budget = buffer.budget()
         assert budget.evictions["telemetry"] > 50
@@ -141,23 +155,34 @@ async def test_the_byte_cap_evicts_oldest_telemetry_first_and_events_last(tmp_pa
         kept = seqs(
             await buffer.pending(limit=1000, newest_first=False, kinds={BlockKind.TELEMETRY})
         )
-        assert kept == telemetry[-len(kept) :]  # the newest survive, the oldest went first
-        assert len(kept) + budget.evictions["telemetry"] == len(telemetry)
+        everything = await buffer.pending(limit=1000, newest_first=False)
+        evicted = announced(everything, "telemetry")
+        assert max(evicted) < min(kept)  # the newest survive, the oldest went first
+        assert len(kept) + len(evicted) == 150
+        assert len(evicted) == budget.evictions["telemetry"]
         assert budget.samples_pending == 2500 * len(kept)
         kept_events = await buffer.pending(limit=1000, newest_first=False, kinds={BlockKind.EVENTS})
-        assert seqs(kept_events) == events
+        assert put_order(kept_events, "i") == list(range(0, 150, 10))
         assert seqs(await buffer.pending(limit=1, newest_first=False)) == [1]  # the catalog
+        # every seq handed out is either still here or announced as evicted: no gap
+        assert set(seqs(everything)) | evicted == set(range(1, max(seqs(everything)) + 1))
 
         for i in range(150):  # now only events: telemetry goes entirely, then the oldest events
-            events.append(await buffer.put_events([{"i": i, "blob": rng.randbytes(9000).hex()}]))
+            await buffer.put_events([{"j": i, "blob": rng.randbytes(9000).hex()}])
         await buffer.flush()
         budget = buffer.budget()
         assert budget.evictions["events"] > 0
         assert await buffer.pending(limit=10, newest_first=False, kinds={BlockKind.TELEMETRY}) == []
         kept_events = await buffer.pending(limit=1000, newest_first=False, kinds={BlockKind.EVENTS})
-        assert seqs(kept_events) == events[-len(kept_events) :]
+        order = put_order(kept_events, "j")
+        assert order == list(range(150 - len(order), 150))
         assert seqs(await buffer.pending(limit=1, newest_first=False)) == [1]  # still there
-        files = [path, path.with_name("state.db-wal")]
+        # announcements evicted in turn handed on what they said: still no unnamed gap
+        everything = await buffer.pending(limit=1000, newest_first=False)
+        lost = announced(everything)
+        assert len(lost) == sum(budget.evictions.values()) and not lost & set(seqs(everything))
+        assert set(seqs(everything)) | lost == set(range(1, max(seqs(everything)) + 1))
+        files = [path, path.with_name("state.db-wal"), path.with_name("state.db-reserve")]
         assert sum(f.stat().st_size for f in files if f.exists()) <= cap
     finally:
         await buffer.close()
@@ -269,19 +294,20 @@ async def test_the_budget_knows_age_rate_and_hours_left(tmp_path: Path) -> None:
 
 
 async def test_the_event_loop_keeps_running_while_the_writer_commits(tmp_path: Path) -> None:
-    """A writer stuck for a second (another process holds the database lock, like a stalled
+    """A writer stuck (another process holds the database lock, like a stalled
     fsync would) must not stall the loop: puts return at once and a ticker keeps ticking."""
     path = tmp_path / "state.db"
     buffer = await Buffer.open(path, agent_id="a", max_bytes=500_000_000, clock=SystemClock())
-    gaps: list[float] = []
+    ticks = 0
+    ticked_100 = asyncio.Event()
 
     async def ticker() -> None:
-        last = time.monotonic()
+        nonlocal ticks
         while True:
             await asyncio.sleep(0.002)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
+            ticks += 1
+            if ticks == 100:
+                ticked_100.set()
 
     task = asyncio.create_task(ticker())
     blocker = sqlite3.connect(path, isolation_level=None)
@@ -291,12 +317,12 @@ async def test_the_event_loop_keeps_running_while_the_writer_commits(tmp_path: P
             await buffer.put_samples(noise(1000, rng), NOISE)  # synchronous=FULL: an fsync each
         await buffer.flush()
         blocker.execute("BEGIN EXCLUSIVE")  # the writer now waits for the lock
-        started = time.monotonic()
         last_seq = 0
-        for _ in range(20):
+        for _ in range(20):  # returns although the writer cannot commit (or this test hangs)
             last_seq = await buffer.put_samples(noise(1000, rng), NOISE)
-        put_time = time.monotonic() - started
-        await asyncio.sleep(1.0)
+        ticks = 0
+        ticked_100.clear()
+        await ticked_100.wait()  # the loop keeps ticking while the writer is stuck
         assert buffer.budget().blocks_pending == 101  # none of the 20 committed: it waits
         blocker.execute("ROLLBACK")
         await buffer.flush()
@@ -307,13 +333,11 @@ async def test_the_event_loop_keeps_running_while_the_writer_commits(tmp_path: P
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await buffer.close()
-    assert put_time < 0.5, f"20 puts took {put_time:.3f} s while the writer was stuck"
-    assert len(gaps) > 100
-    assert max(gaps) < 0.5, f"the loop stalled for {max(gaps):.3f} s"
 
 
-async def test_a_failed_commit_is_reported_and_the_store_recovers(tmp_path: Path) -> None:
-    """A full disk, simulated with SQLite's page limit on the writer's own connection."""
+async def test_sqlite_full_drops_the_block_counts_it_and_burns_no_seq(tmp_path: Path) -> None:
+    """SQLITE_FULL from SQLite's page limit on the writer's own connection (a real small
+    filesystem: tests/integration/test_buffer_disk_full.py)."""
     buffer = await open_buffer(tmp_path / "state.db")
     rng = random.Random(4)
     try:
@@ -329,17 +353,25 @@ async def test_a_failed_commit_is_reported_and_the_store_recovers(tmp_path: Path
         await buffer._call(lambda: page_limit(None))
         with capture_logs() as logs:
             lost = await buffer.put_samples(noise(3000, rng), NOISE)  # needs new pages
-            with pytest.raises(StoreUnavailableError, match="full"):
-                await buffer.flush()
-        assert [e["log_level"] for e in logs if e["event"] == "buffer_put_failed"] == ["warning"]
+            await buffer.flush()  # not an error: dropped and counted
+        assert buffer.budget().dropped_samples == {"disk_full": 3000}
+        assert buffer.budget().disk_full and buffer.budget().problem is not None
+        dropped = [e["log_level"] for e in logs if e["event"] == "buffer_samples_dropped"]
+        assert dropped == ["warning"]
         await buffer._call(lambda: page_limit(1_000_000))
-        kept = await buffer.put_samples(noise(3000, rng), NOISE)
-        await buffer.flush()
-        assert kept > lost  # the failed seq is burned, never reused
-        assert (
-            seqs(await buffer.pending(limit=10, newest_first=True, kinds={BlockKind.TELEMETRY}))[0]
-            == kept
-        )
+        with capture_logs() as logs:
+            kept = await buffer.put_samples(noise(3000, rng), NOISE)
+            await buffer.flush()
+        recovered = [e for e in logs if e["event"] in ("buffer_drops_recovered",
+                                                       "buffer_disk_recovered")]  # fmt: skip
+        assert [e["log_level"] for e in recovered] == ["info", "info"]
+        assert not buffer.budget().disk_full and buffer.budget().problem is None
+        blocks = sorted(await buffer.pending(limit=10, newest_first=False), key=lambda b: b.seq)
+        # 1 catalog, 2 telemetry, 3 the announcement of the drop, 4 its catalog, 5 telemetry
+        assert seqs(blocks) == [1, 2, 3, 4, 5], (lost, kept)
+        (drop,) = decode_events(blocks[2].data)
+        assert drop["kind"] == "buffer_samples_dropped" and drop["reason"] == "disk_full"
+        assert (drop["blocks"], drop["samples"]) == (1, 3000)
     finally:
         await buffer.close()
 

@@ -56,7 +56,7 @@ async def test_sigkill_mid_stream_keeps_every_confirmed_block(tmp_path: Path) ->
     epoch = ""
     try:
         while len(confirmed) < 60:
-            line = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().split()
+            line = (await asyncio.wait_for(child.stdout.readline(), 120)).decode().split()
             assert line, "the child ended early"
             if line[0] == "epoch":
                 epoch = line[1]

@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.control_rig import Rig, control_rig, wait_for
 
-pytestmark = pytest.mark.timeout(240)  # slow under a loaded CI: the waits inside fail first
+pytestmark = pytest.mark.timeout(960)  # slow under a loaded CI: the waits inside fail first
 
 LOOPS = ("separator", "limestone")
 SETPOINTS = ("SeparatorSpeedSetpoint", "LimestoneShareSetpoint")

@@ -28,7 +28,7 @@ from tests.integration.test_control_faults import (
     running_normally,
 )
 
-pytestmark = pytest.mark.timeout(240)  # slow under a loaded CI: the waits inside fail first
+pytestmark = pytest.mark.timeout(960)  # slow under a loaded CI: the waits inside fail first
 
 
 async def test_remote_disable_stops_writes_until_the_operator_enables_remote(

@@ -12,7 +12,7 @@ import pytest
 from agent.shell.audit import verify_file
 from tests.integration.control_rig import control_rig, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first
 
 
 async def test_normal_operation_spends_the_strength_margin_on_limestone(tmp_path: Path) -> None:

@@ -49,6 +49,8 @@ from drivers.modbus import ModbusDriver
 
 DT = AsyncModbusTcpClient.DATATYPE
 CLOCK = SystemClock()
+WAIT_S = 60.0  # the limit of a wait for a condition (polled): generous for a busy machine
+IN_FLIGHT_S = 60.0  # a request timeout long enough that "failed at once" cannot be its timeout
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -88,14 +90,14 @@ class Sink:
     def clear(self) -> None:
         self.batches.clear()
 
-    async def until(self, check: Callable[[], bool], within: float = 5.0) -> None:
+    async def until(self, check: Callable[[], bool], within: float = WAIT_S) -> None:
         deadline = time.monotonic() + within
         while not check():
             if time.monotonic() > deadline:
                 raise AssertionError(f"condition not met within {within} s; last: {self.latest()}")
             await asyncio.sleep(0.01)
 
-    async def good(self, *tags: str, within: float = 5.0) -> None:
+    async def good(self, *tags: str, within: float = WAIT_S) -> None:
         """Until every tag's latest sample is Good."""
 
         def all_good() -> bool:
@@ -140,6 +142,13 @@ async def running(drv: ModbusDriver, sink: Sink) -> AsyncIterator[asyncio.Task[N
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def in_flight_to(server: AdHocServer, unit: int, sink: Sink) -> None:
+    """Mute `unit` and wait until a request to it has reached the server (unanswered)."""
+    seen = len(server.requests)
+    server.muted.add(unit)
+    await sink.until(lambda: any(u == unit for u, _ in server.requests[seen:]))
 
 
 class AdHocServer:
@@ -382,16 +391,30 @@ async def test_a_silent_unit_goes_bad_once_and_does_not_slow_the_others(
             tag("c", "coil:3", unit=3), tag("d", "holding:1", "uint16", unit=5)]  # fmt: skip
     src = source(adhoc_server.port, poll_interval_s=interval, timeout_s=timeout)
     drv, sink = driver(src, tags, initial_s=0.5, max_s=0.5), Sink()
+    late: list[float] = []  # how late the event loop runs a timer: the machine's load
+
+    async def lateness() -> None:
+        while True:
+            due = time.monotonic() + 0.01
+            await asyncio.sleep(0.01)
+            late.append(time.monotonic() - due)
+
     with capture_logs() as logs:
         async with running(drv, sink):
             await sink.good("a", "b", "c", "d")
+            watcher = asyncio.create_task(lateness())
             adhoc_server.muted.add(3)
             muted_at = time.time()
             await sink.until(lambda: sink.status("b") == BAD_NO_COMMUNICATION)
-            await asyncio.sleep(6 * interval)  # several backoff probes of unit 3
+            # several backoff probes of unit 3: six scans of the others, however long they take
+            await sink.until(lambda: min(len([s for s in sink.of(n) if s.source_time > muted_at])
+                                         for n in "ad") >= 7)  # fmt: skip
             silent = {n: [s for s in sink.of(n) if s.source_time > muted_at] for n in "ad"}
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             adhoc_server.muted.clear()
-            await sink.good("b", "c", within=2.0)
+            await sink.good("b", "c")
     # unit 3: Bad_NoCommunication exactly once per tag, no value, nothing else until it answers
     for name in ("b", "c"):
         after = [s for s in sink.of(name) if s.source_time > muted_at][:-1]  # [-1]: stopped
@@ -399,7 +422,9 @@ async def test_a_silent_unit_goes_bad_once_and_does_not_slow_the_others(
             (BAD_NO_COMMUNICATION, None)
         ]
         assert after[0].status == BAD_NO_COMMUNICATION and after[-1].status == GOOD
-    # units 1 and 5: never Bad, and their scans kept their pace within one timeout
+    # units 1 and 5: never Bad, and their scans kept their pace within one timeout (plus
+    # twice the worst timer lateness measured meanwhile: a busy machine delays every scan)
+    slack += 2 * max(late)
     for name in "ad":
         assert all(s.status == GOOD for s in sink.of(name)[:-1])
         gaps = scan_gaps(silent[name])
@@ -512,16 +537,15 @@ async def test_a_lost_connection_raises_and_marks_every_tag_bad(
     adhoc_server: AdHocServer,
 ) -> None:
     tags = [tag("a", "holding:1", "uint16"), tag("b", "coil:1", unit=3)]
-    drv, sink = driver(source(adhoc_server.port, timeout_s=2.0), tags), Sink()
+    drv, sink = driver(source(adhoc_server.port, timeout_s=IN_FLIGHT_S), tags), Sink()
     task = asyncio.create_task(drv.run(sink))
     await sink.good("a", "b")
-    adhoc_server.muted.add(3)
-    await asyncio.sleep(0.3)  # a request to unit 3 is in flight, waiting for its 2 s timeout
+    await in_flight_to(adhoc_server, 3, sink)  # a request to unit 3, waiting for its timeout
     stopped = time.monotonic()
     await adhoc_server.stop()
     with pytest.raises(ConnectionLostError):
-        await asyncio.wait_for(task, 3.0)
-    assert time.monotonic() - stopped < 1.0  # the request in flight failed at once
+        await asyncio.wait_for(task, WAIT_S)
+    assert time.monotonic() - stopped < IN_FLIGHT_S / 2  # failed at once, not at its timeout
     assert {(s.tag, s.status, s.value) for s in sink.batches[-1]} == {
         ("a", BAD_NO_COMMUNICATION, None),
         ("b", BAD_NO_COMMUNICATION, None),
@@ -544,7 +568,7 @@ async def test_under_the_supervisor_data_resumes_after_a_server_restart(
         await sink.good("a")
         await adhoc_server.stop()
         await sink.until(lambda: sink.status("a") == BAD_NO_COMMUNICATION)
-        await asyncio.sleep(0.5)  # a few failed reconnects
+        await sink.until(lambda: supervisor.snapshot()[0].restarts >= 2)  # failed reconnects
         await adhoc_server.start()  # same port; a fresh device (values back to 0)
         await sink.until(lambda: sink.status("a") == GOOD and sink.value("a") == 0)
         assert supervisor.snapshot()[0].restarts >= 2
@@ -560,16 +584,15 @@ async def test_cancellation_mid_request_propagates_and_marks_bad(
     adhoc_server: AdHocServer,
 ) -> None:
     tags = [tag("a", "holding:1", "uint16"), tag("b", "holding:1", "uint16", unit=3)]
-    drv, sink = driver(source(adhoc_server.port, timeout_s=5.0), tags), Sink()
+    drv, sink = driver(source(adhoc_server.port, timeout_s=IN_FLIGHT_S), tags), Sink()
     task = asyncio.create_task(drv.run(sink))
     await sink.good("a", "b")
-    adhoc_server.muted.add(3)
-    await asyncio.sleep(0.3)  # unit 3's request is now waiting for its 5 s timeout
+    await in_flight_to(adhoc_server, 3, sink)  # unit 3's request is waiting for its timeout
     cancelled = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - cancelled < 0.5
+    assert time.monotonic() - cancelled < IN_FLIGHT_S / 2  # at once, not at its timeout
     assert {(s.tag, s.status) for s in sink.batches[-1]} == {
         ("a", BAD_NO_COMMUNICATION),
         ("b", BAD_NO_COMMUNICATION),
@@ -591,17 +614,22 @@ async def test_a_cancellation_that_meets_an_answer_is_not_lost(
     await sink.good("a")
     loop = asyncio.get_running_loop()
 
+    scans_at_cancel: list[int] = []
+
     def cancel_once() -> None:  # one cancellation only, as one SIGTERM
         adhoc_server.on_answer = None
+        scans_at_cancel.append(len(sink.batches))
         loop.call_soon(task.cancel)
 
     adhoc_server.on_answer = cancel_once
-    await asyncio.wait({task}, timeout=3.0)  # waits without cancelling anything
+    # Until it ends, or scans on: three more scans after the cancellation mean it was lost.
+    await sink.until(lambda: task.done() or (
+        bool(scans_at_cancel) and len(sink.batches) >= scans_at_cancel[0] + 3))  # fmt: skip
     if not task.done():
         task.cancel()  # a second cancellation stops it; the first one was lost
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        pytest.fail("the driver ran on for 3 s after its cancellation")
+        pytest.fail("the driver scanned on after its cancellation")
     with pytest.raises(asyncio.CancelledError):
         await task
 
@@ -658,7 +686,8 @@ async def test_every_type_and_order_round_trips_through_the_device(
         await drv.write("bit", True)  # FC22: bit 3 set, bits 0 and 15 untouched
         await drv.write("coil", True)
         await sink.until(lambda: sink.value("coil") is True)
-        await asyncio.sleep(0.1)
+        scans = drv.counters().scans
+        await sink.until(lambda: drv.counters().scans > scans)  # one full scan after the writes
         latest = sink.latest()
     for kind in WIDE:
         for order in ORDERS:

@@ -18,7 +18,7 @@ from agent.shell.audit import verify_file
 from agent.shell.model_keys import generate_keypair, sign_package
 from tests.integration.control_rig import MODELS, control_rig, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first
 DEMO = MODELS / "vrm-quality" / "1.0.0"
 
 

@@ -6,7 +6,6 @@ codec, so an encoding mistake on either side shows up here.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import struct
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from agent.demo.register_map import (
     render_markdown,
 )
 from agent.demo.runner import SimulatedPlant
+from tests.integration.conftest import REQUEST_TIMEOUT_S, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,7 +46,9 @@ _TYPES = {PointType.INT16: DT.INT16, PointType.UINT16: DT.UINT16, PointType.UINT
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def modbus(sim: SimulatedPlant) -> AsyncIterator[AsyncModbusTcpClient]:
-    client = AsyncModbusTcpClient("127.0.0.1", port=sim.modbus_port, timeout=2, retries=0)
+    client = AsyncModbusTcpClient(
+        "127.0.0.1", port=sim.modbus_port, timeout=REQUEST_TIMEOUT_S, retries=0
+    )
     assert await client.connect()
     yield client
     client.close()
@@ -81,7 +83,10 @@ async def test_the_documented_map_is_the_served_map() -> None:
 async def test_every_point_decodes_to_the_documented_value(
     modbus: AsyncModbusTcpClient, sim: SimulatedPlant
 ) -> None:
-    await asyncio.sleep(0.3)
+    async def totalised() -> bool:  # the mill ran long enough to count some feed
+        return bool(sim.modbus.value(FEEDERS, "FeedTotal"))
+
+    await eventually(totalised)
     await sim.pause()  # freeze the mill so the client and mill.read see the same tick
     got = {(p.unit_id, p.name): await read_point(modbus, p) for p in POINTS}
     mill = sim.mill
@@ -137,20 +142,26 @@ async def test_coils_are_writable(modbus: AsyncModbusTcpClient, sim: SimulatedPl
     run, running = point(PACKER, "PackerRunCommand"), point(PACKER, "PackerRunning")
     assert not (await modbus.write_coil(run.address, False, device_id=PACKER)).isError()
     try:
-        await asyncio.sleep(0.25)
         assert await read_point(modbus, run) is False
-        assert await read_point(modbus, running) is False
+
+        async def stopped() -> bool:
+            return await read_point(modbus, running) is False
+
+        await eventually(stopped)
         assert await read_point(modbus, point(PACKER, "PackingRate")) == 0
     finally:
         await modbus.write_coil(run.address, True, device_id=PACKER)
-    await asyncio.sleep(0.25)
-    assert await read_point(modbus, running) is True
+
+    async def running_again() -> bool:
+        return await read_point(modbus, running) is True
+
+    await eventually(running_again)
     reset, shift = point(PACKER, "ShiftCounterReset"), point(PACKER, "ShiftBagCount")
-    for _ in range(60):  # ~1,080 bags/h at 180 t/h: a bag every 3.3 s sim = 0.33 s wall
-        if await read_point(modbus, shift) > 0:
-            break
-        await asyncio.sleep(0.05)
-    assert await read_point(modbus, shift) > 0
+
+    async def bagged() -> bool:  # ~1,080 bags/h at 180 t/h: a bag every 3.3 s sim
+        return bool(await read_point(modbus, shift))
+
+    await eventually(bagged)
     assert not (await modbus.write_coil(reset.address, True, device_id=PACKER)).isError()
     assert await read_point(modbus, shift) == 0
     assert await read_point(modbus, reset) is False  # self-clearing
@@ -192,14 +203,21 @@ async def test_bad_mill_readings_answer_device_failure(
     modbus: AsyncModbusTcpClient, sim: SimulatedPlant
 ) -> None:
     sim.mill.inject("bad", "FeedRate")
-    await asyncio.sleep(0.25)
+
+    async def failing() -> bool:
+        return bool((await read_raw(modbus, point(FEEDERS, "TotalFeedRate"))).isError())
+
+    await eventually(failing)
     response = await read_raw(modbus, point(FEEDERS, "TotalFeedRate"))
     assert response.isError() and response.exception_code == 4
     assert not (await read_raw(modbus, point(FEEDERS, "FeedTotal"))).isError()  # holds
     assert not (await read_raw(modbus, point(PACKER, "BagCount"))).isError()  # other device
     sim.mill.clear("bad", "FeedRate")
-    await asyncio.sleep(0.25)
-    assert not (await read_raw(modbus, point(FEEDERS, "TotalFeedRate"))).isError()
+
+    async def answering() -> bool:
+        return not (await read_raw(modbus, point(FEEDERS, "TotalFeedRate"))).isError()
+
+    await eventually(answering)
 
 
 async def test_the_two_units_answer_independently(

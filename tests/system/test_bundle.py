@@ -24,6 +24,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,11 +126,11 @@ def simulator() -> Iterator[tuple[str, int]]:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        for _ in range(20):
-            event = json.loads(proc.stdout.readline())
-            if event["event"] == "simulated_plant_started":
-                break
-        assert event["event"] == "simulated_plant_started"
+        event: dict[str, Any] = {}
+        while event.get("event") != "simulated_plant_started":  # its start-up lines, however many
+            line = proc.stdout.readline()
+            assert line, "the simulator ended during its start-up"
+            event = json.loads(line)
         yield str(event["opcua_url"]), int(event["modbus_port"])
     finally:
         proc.send_signal(signal.SIGINT)

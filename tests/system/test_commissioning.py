@@ -21,7 +21,7 @@ async def _cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *AGENT, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)  # a busy machine
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -97,6 +97,32 @@ async def test_read_prints_every_tag_with_quality(plant: SimulatedPlant, tmp_pat
     truth = plant.mill.read("FeedRate").value
     assert isinstance(truth, float) and abs(feed - truth) < 10
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rows["Running"][-1])
+
+
+async def test_read_names_the_status_of_every_tag_not_good_and_exits_1(
+    plant: SimulatedPlant, tmp_path: Path
+) -> None:
+    plant.mill.inject("bad", "SeparatorSpeed")  # OPC UA: the server's BadSensorFailure
+    plant.mill.inject("uncertain", "Running")  # OPC UA: UncertainSensorNotAccurate, value kept
+    plant.mill.inject("bad", "FeedRate")  # Modbus: input:12 is refused with 0x04
+    config = _config(tmp_path, plant.opcua_url, plant.modbus_port)
+    code, out, err = await _cli("read", "--config", str(config))
+    assert code == 1, err
+    rows = {line.split()[0]: line.split()[1:-1] for line in out.splitlines()[1:]}
+    assert rows == {
+        "SeparatorSpeed": ["-", "rpm", "BAD", "BadSensorFailure", "0x808C0000"],
+        "Running": ["True", "UNCERTAIN", "UncertainSensorNotAccurate", "0x40930000"],
+        "TotalFeedRateSwapped": ["-", "t/h", "BAD", "BadDeviceFailure", "0x808B0000"],
+    }
+    said = [line for line in err.splitlines() if not line.startswith("{")]  # not the JSON log
+    assert said == [
+        "edge-agent: 3 of 3 tags not Good: SeparatorSpeed BadSensorFailure, "
+        "Running UncertainSensorNotAccurate, TotalFeedRateSwapped BadDeviceFailure"
+    ]
+    plant.mill.clear("bad", "FeedRate")
+    code, out, err = await _cli("read", "--config", str(config), "TotalFeedRateSwapped")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1].split()[3:6] == ["GOOD", "Good", "0x00000000"]
 
 
 async def test_read_of_a_dead_endpoint_says_which_source(

@@ -44,12 +44,12 @@ def _nobody_listens(port: int) -> bool:
     return True
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # a hang guard: a busy machine stretches the set-up
 def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     result = subprocess.run(
         [*AGENT, "demo", "--duration", "90", "--opcua-port", "0", "--modbus-port", "0"],
-        capture_output=True, text=True, timeout=220, env=env, check=False,
+        capture_output=True, text=True, timeout=560, env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -61,11 +61,16 @@ def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> 
     assert said.index("backlog_drained") > said.index("cloud_back"), said
 
     writes = re.findall(
-        r"^write: loop=(\w+) from=([\d.]+) to=([\d.]+) readback=([\d.]+)", out, re.M
+        r"^write: loop=(\w+) from=([\d.]+) to=([\d.]+) readback=([\d.]+) .* writes=(\d+) run=(\d+) ",
+        out,
+        re.M,
     )
     assert {loop for loop, *_ in writes} == {"separator", "limestone"}, writes
-    for _, _, to, readback in writes:
+    for _, _, to, readback, _, _ in writes:
         assert abs(float(to) - float(readback)) <= 0.5
+    # A line names the newest write and the loop's count so far in this agent's run (on a busy
+    # machine two writes of one loop may fall between two looks of the view): they add up.
+    last_count = {(run, loop): int(n) for loop, *_, n, run in writes}
 
     co2 = _summary(out, "co2_per_t")
     assert float(co2["saving"]) > 0 and float(co2["loop"]) < float(co2["off"]), co2
@@ -75,7 +80,7 @@ def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> 
     assert int(samples["sent"]) == int(samples["received"]) > 1000, samples
     assert samples["lost"] == "0"
     done = _summary(out, "writes")
-    assert int(done["ok"]) == len(writes) and int(done["failed"]) == 0, (done, writes)
+    assert int(done["ok"]) == sum(last_count.values()) and int(done["failed"]) == 0, (done, writes)
     assert int(done["after_restart"]) >= 1, done  # the agent resumed after the restart
     refused = {gate: int(n) for gate, n in _summary(out, "refused").items()}
     assert refused.get("handshake", 0) >= 1, refused  # the PLC in local after the restart
@@ -91,7 +96,7 @@ def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> 
     assert all(_nobody_listens(port) for port in _ports(out))
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)  # a hang guard: the waits below fail first
 def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(
@@ -101,14 +106,14 @@ def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path: Path) -> Non
     try:
         assert proc.stdout is not None
         lines = []
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 120  # start-up and the first act: slower when busy
         for line in proc.stdout:
             lines.append(line)
             if line.startswith("announce: remote_granted:") or time.monotonic() > deadline:
                 break
         assert lines and lines[-1].startswith("announce: remote_granted:"), lines
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -22,6 +22,7 @@ from agent.demo.runner import SimulatedPlant
 from tests.ports import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
+WAIT_S = 120.0  # the limit of a polled wait: generous, a busy machine is only slower
 NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
 
 
@@ -81,7 +82,7 @@ async def status(*args: str) -> tuple[int, str, str]:
         *AGENT, "status", *args, env=_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=WAIT_S)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -114,7 +115,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
                 *AGENT, "run", "--config", str(config), env=_env(), stdout=log, stderr=log
             )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + WAIT_S
             while True:
                 assert proc.returncode is None, "the agent stopped"
                 try:
@@ -127,12 +128,12 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
         finally:
             if proc.returncode is None:
                 proc.terminate()
-            await asyncio.wait_for(proc.wait(), timeout=30)
+            await asyncio.wait_for(proc.wait(), timeout=WAIT_S)
             assert "api_bind_failed" not in {e["event"] for e in running.events()}
 
 
 async def test_status_prints_every_section(agent: Agent) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + WAIT_S
     while True:  # until both sources have delivered
         drivers = (await agent.status_doc())["drivers"]
         assert isinstance(drivers, list)
@@ -148,8 +149,10 @@ async def test_status_prints_every_section(agent: Agent) -> None:
     for heading in ("sources", "buffer", "sync", "loops"):
         assert heading in lines
     rows = {line.split()[0]: line.split() for line in lines if " connected " in line}
-    assert rows["mill"][1:3] == ["opcua", "connected"]
-    assert rows["feeders"][1:3] == ["modbus", "connected"]
+    assert rows["mill"][1:5] == ["opcua", "connected", "1/0/0", "-"]  # tags good/unc/bad
+    assert rows["feeders"][1:6] == ["modbus", "connected", "1/0/0", "0/0/0", "of"]
+    assert int(rows["feeders"][6]) > 0  # exceptions/timeouts/garbled of that many requests
+    assert "DEGRADED" not in out and "tags Bad" not in out
     labels = {line[:18].strip() for line in lines if line.startswith("  ")}
     assert {
         "uptime",
@@ -167,9 +170,9 @@ async def test_status_prints_every_section(agent: Agent) -> None:
     assert by_url.splitlines()[0] == lines[0]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 async def test_draining_backlog_shows_a_progress_bar(agent: Agent, tmp_path: Path) -> None:
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + WAIT_S
     while True:  # a backlog builds up while the receiver is down
         buffer = (await agent.status_doc())["buffer"]
         assert isinstance(buffer, dict)
@@ -179,7 +182,7 @@ async def test_draining_backlog_shows_a_progress_bar(agent: Agent, tmp_path: Pat
         assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
     async with CloudReceiver(tmp_path / "cloud", port=agent.cloud_port):
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + WAIT_S
         while True:
             code, out, _ = await status("--url", agent.url)
             assert code == 0

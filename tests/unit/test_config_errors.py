@@ -417,3 +417,154 @@ def test_broken_config(
         f"{path}; nothing was started",
     ]
     assert "hunter2" not in "\n".join(err)
+
+
+# -- handshake tags: the heartbeat must be able to count (issue 12, item 1) ------------------
+
+HANDSHAKE = """
+[[tags]]
+name = "Remote"
+source = "plc"
+address = "nsu=urn:mill;s=Mill/RemoteActive"
+
+[[tags]]
+name = "Heartbeat"
+source = "packer"
+address = "holding:10"
+type = "uint16"
+writable = true
+write_min = 0
+write_max = 65535
+
+[[tags]]
+name = "Echo"
+source = "packer"
+address = "holding:11"
+type = "uint16"
+"""
+CLOSED_LOOP = """max_step = 20.0
+mode = "closed_loop"
+readback_tag = "Speed"
+enable_tag = "Remote"
+heartbeat_tag = "Heartbeat"
+heartbeat_echo_tag = "Echo"
+"""
+
+
+def closed_loop(*edits: Edit) -> Edit:
+    """BASE with the handshake tags and a closed loop using them, then `edits`."""
+
+    def edit(text: str) -> str:
+        text = sub('state_dir = "state"', 'state_dir = "state"\nmodel_public_key_file = "k.pem"')(
+            text
+        )
+        text = sub("[[loops]]", HANDSHAKE.lstrip() + "\n[[loops]]")(text)
+        text = sub("max_step = 20.0\n", CLOSED_LOOP)(text)
+        for more in edits:
+            text = more(text)
+        return text + '\n[[loops.inputs]]\nfeature = "speed"\ntag = "Speed"\n'
+
+    return edit
+
+
+HEARTBEAT_EXPECTED = (
+    "expected a heartbeat tag that can count: a whole-number or float type (not bool or "
+    "string), scale 1 and offset 0, and write limits spanning at least {n} whole numbers "
+    "the type holds"
+)
+HANDSHAKE_CASES: list[tuple[str, Edit, list[str]]] = [
+    (
+        "heartbeat_on_a_coil",
+        closed_loop(sub('address = "holding:10"\ntype = "uint16"', 'address = "coil:10"')),
+        ["{f}:68: loops[0].heartbeat_tag: " + HEARTBEAT_EXPECTED.format(n=16)
+         + ", found 'Heartbeat', a bool tag"],
+    ),
+    (
+        "heartbeat_of_ten_values",
+        closed_loop(sub("write_min = 0\nwrite_max = 65535", "write_min = 0\nwrite_max = 9")),
+        ["{f}:69: loops[0].heartbeat_tag: " + HEARTBEAT_EXPECTED.format(n=16)
+         + ", found 'Heartbeat' with write limits [0, 9]: 10 whole numbers in its uint16 type"],
+    ),
+    (
+        "heartbeat_range_below_the_echo_lag",
+        closed_loop(sub("write_max = 65535", "write_max = 30"),
+                    add("heartbeat_echo_lag_max = 20\n")),
+        ["{f}:69: loops[0].heartbeat_tag: " + HEARTBEAT_EXPECTED.format(n=42)
+         + " (twice heartbeat_echo_lag_max + 1 = 42), found 'Heartbeat' with write limits "
+         "[0, 30]: 31 whole numbers in its uint16 type"],
+    ),
+    (
+        "heartbeat_scaled_opcua_node",
+        closed_loop(sub('source = "packer"\naddress = "holding:10"\ntype = "uint16"',
+                        'source = "plc"\naddress = "nsu=urn:mill;s=Mill/Heartbeat"\nscale = 0.1')),
+        ["{f}:69: loops[0].heartbeat_tag: " + HEARTBEAT_EXPECTED.format(n=16)
+         + ", found 'Heartbeat' with scale 0.1 and offset 0"],
+    ),
+    (
+        "echo_and_enable_that_cannot_carry_them",
+        closed_loop(sub('address = "holding:11"\ntype = "uint16"', 'address = "coil:11"'),
+                    sub('address = "nsu=urn:mill;s=Mill/RemoteActive"',
+                        'address = "holding:30"\ntype = "string"\nlength = 2'),
+                    sub('source = "plc"\naddress = "holding:30"', 'source = "packer"\naddress = "holding:30"')),
+        ["{f}:69: loops[0].enable_tag: expected a tag that reads true/false or 0/1 (not a "
+         "string), found 'Remote', a string tag",
+         "{f}:71: loops[0].heartbeat_echo_tag: expected a tag that reads back a counter (a "
+         "whole-number or float type), found 'Echo', a bool tag"],
+    ),
+]  # fmt: skip
+
+
+def test_a_usable_handshake_passes(config_dir: Path) -> None:
+    """The handshake cases' starting point is valid: each case's lines are its own edit's."""
+    from agent.configfile import load_config
+
+    path = config_dir / "agent.toml"
+    path.write_text(closed_loop()(BASE))
+    assert load_config(path).settings.loops[0].heartbeat_tag == "Heartbeat"
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "expected"), HANDSHAKE_CASES, ids=[c[0] for c in HANDSHAKE_CASES]
+)
+def test_broken_handshake_tags(
+    name: str,
+    edit: Edit,
+    expected: list[str],
+    config_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    test_broken_config(name, edit, expected, config_dir, capsys)
+
+
+# -- the echo must hold the heartbeat's counter too (issue 12, item 1, review) ---------------
+
+WIDE_HEARTBEAT = sub('type = "uint16"\nwritable = true\nwrite_min = 0\nwrite_max = 65535',
+                     'type = "uint32"\nwritable = true\nwrite_min = 0\nwrite_max = 4294967295')  # fmt: skip
+
+
+def test_a_uint32_heartbeat_with_a_uint16_echo_passes_check(config_dir: Path) -> None:
+    """The usual 16-bit echo of a 32-bit heartbeat: the counter counts where both hold it."""
+    from agent.configfile import load_config
+    from agent.core.config_checks_loops import shared_counter
+    from agent.core.heartbeat_counter import CounterRange
+
+    path = config_dir / "agent.toml"
+    path.write_text(closed_loop(WIDE_HEARTBEAT)(BASE))
+    settings = load_config(path).settings
+    tags = {t.name: t for t in settings.tags}
+    assert shared_counter(settings.loops, "Heartbeat", tags) == CounterRange(0, 65535)
+
+
+def test_an_echo_too_narrow_for_the_heartbeat_is_refused(
+    config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit = closed_loop(
+        sub('type = "uint16"\nwritable = true\nwrite_min = 0\nwrite_max = 65535',
+            'type = "uint32"\nwritable = true\nwrite_min = 100000\nwrite_max = 200000'),
+    )  # fmt: skip
+    expected = [
+        "{f}:70: loops[0].heartbeat_echo_tag: expected an echo tag that can read back at least "
+        "16 of the heartbeat's values 100000..200000 (the counter wraps where both the "
+        "heartbeat and its echo hold it), found 'Echo', a uint16 tag (0..65535): 0 of them"
+    ]
+    test_broken_config("echo_too_narrow", edit, expected, config_dir, capsys)

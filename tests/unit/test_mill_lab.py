@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -116,11 +114,8 @@ def test_lab_noise_is_drawn() -> None:
 
 
 def test_backfill_shapes_truths_and_excitation() -> None:
-    started = time.perf_counter()
-    data = backfill(2.0, seed=1)
-    elapsed = time.perf_counter() - started
+    data = backfill(2.0, seed=1)  # its speed is a figure of docs/benchmarks.md, not a test
     n = round(2 * DAY / 10.0)
-    assert elapsed < 5.0  # about 0.25 s here; 90 days take about 45x as long
     for name in ("time", *(t.name for t in ALL_TAGS), *TRUTH_NAMES, "LabBlaine_source_time"):
         assert data[name].shape == (n,), name
         assert data[name].dtype == np.float64

@@ -65,7 +65,16 @@ def test_the_cap_keeps_room_for_the_wal(max_bytes: int, page: int) -> None:
     wal = wal_limit_bytes(max_bytes, page)
     assert wal % page == 0 and wal >= 16 * page
     assert wal <= max(max_bytes // 16, 16 * page)
-    assert db_cap_bytes(max_bytes, page) == max(0, max_bytes - wal - FIXED_RESERVE_BYTES)
+    # the WAL, the reserve file for a full disk (the WAL's share, at most 1 MiB), the fixed
+    # reserve: together with the database's share, exactly the cap
+    reserve = min(wal, 1024 * 1024)
+    assert db_cap_bytes(max_bytes, page) == max(0, max_bytes - wal - reserve - FIXED_RESERVE_BYTES)
+
+
+def test_a_large_cap_sets_aside_the_wal_once_and_the_reserve_file_as_it_is() -> None:
+    """2 GB (the default): a 4 MiB WAL, a 1 MiB reserve file, 64 KiB: not the WAL twice."""
+    mib = 1024 * 1024
+    assert db_cap_bytes(2_000_000_000, 4096) == 2_000_000_000 - 4 * mib - 1 * mib - 64 * 1024
 
 
 def test_hours_left() -> None:
