@@ -258,7 +258,8 @@ async def test_allowed_diagnostics_are_served_and_their_results_stored(
         {
             "model": None,
             "diagnostics": [
-                {"id": "logs-1", "kind": "log_bundle", "args": {"lines": 50}},
+                # the whole ring: it logs at debug, and the marker is followed by many lines
+                {"id": "logs-1", "kind": "log_bundle", "args": {"lines": 5000}},
                 {"id": "net-1", "kind": "connectivity"},
                 {"id": "cfg-1", "kind": "config_masked"},
                 {"id": "buf-1", "kind": "buffer_stats", "args": {}},
