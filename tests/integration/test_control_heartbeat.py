@@ -223,7 +223,7 @@ def _plc(case: Case, peers: Peers) -> tuple[Callable[[], Awaitable[int]], Callab
     return read_opcua, write_opcua
 
 
-async def _until(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+async def _until(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:

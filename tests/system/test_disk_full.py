@@ -51,7 +51,7 @@ def _config(tmp: Path, state: Path, opcua_url: str, cloud_url: str, api_port: in
 [agent]
 id = "{AGENT_ID}"
 state_dir = "{state}"
-shutdown_timeout_s = 20
+shutdown_timeout_s = 60
 
 [[sources]]
 kind = "opcua"
