@@ -217,6 +217,17 @@ class ModbusType(StrEnum):
     STRING = "string"
 
 
+INT_RANGES: dict[ModbusType, tuple[int, int]] = {
+    ModbusType.INT16: (-(2**15), 2**15 - 1),
+    ModbusType.UINT16: (0, 2**16 - 1),
+    ModbusType.INT32: (-(2**31), 2**31 - 1),
+    ModbusType.UINT32: (0, 2**32 - 1),
+    ModbusType.INT64: (-(2**63), 2**63 - 1),
+    ModbusType.UINT64: (0, 2**64 - 1),
+}
+"""The values each integer type holds."""
+
+
 REGISTERS_PER_TYPE: dict[ModbusType, int] = {
     ModbusType.BOOL: 1,
     ModbusType.INT16: 1,

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
-from drivers.addresses import ModbusType, register_count
+from drivers.addresses import INT_RANGES, ModbusType, register_count
 
 __all__ = [
     "ByteOrder",
@@ -51,14 +51,6 @@ ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 RawValue = int | float | bool | str
 """What the device holds, before scale and offset."""
 
-_INT_RANGES: dict[ModbusType, tuple[int, int]] = {
-    ModbusType.INT16: (-(2**15), 2**15 - 1),
-    ModbusType.UINT16: (0, 2**16 - 1),
-    ModbusType.INT32: (-(2**31), 2**31 - 1),
-    ModbusType.UINT32: (0, 2**32 - 1),
-    ModbusType.INT64: (-(2**63), 2**63 - 1),
-    ModbusType.UINT64: (0, 2**64 - 1),
-}
 _WIDE_FORMATS: dict[ModbusType, str] = {
     ModbusType.INT32: "i",
     ModbusType.UINT32: "I",
@@ -168,10 +160,10 @@ class TagCodec:
             return self._encode_string(raw)
         if isinstance(raw, bool | str):
             raise WriteValueError(f"expected a number for a {kind} tag, found {raw!r}")
-        if kind in _INT_RANGES:
+        if kind in INT_RANGES:
             if not isinstance(raw, int):
                 raise WriteValueError(f"expected an integer for a {kind} tag, found {raw!r}")
-            low, high = _INT_RANGES[kind]
+            low, high = INT_RANGES[kind]
             if not low <= raw <= high:
                 raise WriteValueError(
                     f"expected a raw {kind} value {low}..{high}, found {raw} "
@@ -231,7 +223,7 @@ class TagCodec:
             return self._reject_kind(value)
         if not math.isfinite(value):
             raise WriteValueError(f"expected a finite number, found {value!r}")
-        if kind in _INT_RANGES:
+        if kind in INT_RANGES:
             if self._identity and isinstance(value, int):
                 return value  # exact, also beyond 2**53
             raw = (value - self.offset) / self.scale

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.settings import Tag
-from drivers.addresses import ModbusType, parse_modbus_address
+from drivers.addresses import INT_RANGES, ModbusType, parse_modbus_address
 
 __all__ = [
     "ECHO_EXPECTED",
@@ -57,12 +57,7 @@ ECHO_EXPECTED = (
 )
 
 _TYPE_RANGES: dict[ModbusType, tuple[int, int]] = {
-    ModbusType.INT16: (-(2**15), 2**15 - 1),
-    ModbusType.UINT16: (0, 2**16 - 1),
-    ModbusType.INT32: (-(2**31), 2**31 - 1),
-    ModbusType.UINT32: (0, 2**32 - 1),
-    ModbusType.INT64: (-(2**63), 2**63 - 1),
-    ModbusType.UINT64: (0, 2**64 - 1),
+    **INT_RANGES,
     ModbusType.FLOAT32: (-(2**24), 2**24),  # every whole number in between is exact
     ModbusType.FLOAT64: (-(2**53), 2**53),
 }
