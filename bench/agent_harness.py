@@ -202,7 +202,7 @@ def warm_bytecode(pycache: Path) -> Path:
     env = clean_env()
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    code = "import agent.app, agent.cli, agent.shell.control, onnxruntime"
+    code = "import agent.service.app, agent.cli.main, agent.control.loop, onnxruntime"
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
     return pycache
 

@@ -37,14 +37,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.clock import FakeClock
-from agent.core.blocks import Catalog, CatalogEntry
+from agent.buffer.blocks import Catalog, CatalogEntry
+from agent.buffer.buffer import Buffer
+from agent.buffer.builder import BlockBuilder
 from agent.demo.mill import Mill
 from agent.demo.tags import ALL_TAGS
-from agent.logs import configure_logging
-from agent.shell.block_builder import BlockBuilder
-from agent.shell.buffer import Buffer
-from drivers.base import BAD, BAD_NO_COMMUNICATION, GOOD, GOOD_LOCAL_OVERRIDE, Sample
+from agent.domain.clock import FakeClock
+from agent.domain.samples import BAD, BAD_NO_COMMUNICATION, GOOD, GOOD_LOCAL_OVERRIDE, Sample
+from agent.service.logs import configure_logging
 
 TARGET_BYTES, STRETCH_BYTES, TARGET_CPU_PCT = 4.0, 1.5, 3.0
 STATUS = {"Good": GOOD, "GoodLocalOverride": GOOD_LOCAL_OVERRIDE,

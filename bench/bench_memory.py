@@ -11,7 +11,7 @@ subprocess) or off (the buffer then grows on disk, not in memory). ``--bytecode`
 agent from compiled .pyc files (as an installed package does); without it the agent runs as
 this checkout does when PYTHONDONTWRITEBYTECODE is set and no .pyc exist: every source is
 compiled at start, which leaves ~30 MiB more RSS behind. The agent tunes glibc's malloc
-itself (agent/shell/memory.py), so no MALLOC_* variable is set here. No control loops: the
+itself (agent/service/memory.py), so no MALLOC_* variable is set here. No control loops: the
 control side holds a few latest values and one ONNX session per model, small next to the
 acquisition path (bench_inference.py: the demo model loads in 6 ms).
 

@@ -29,11 +29,11 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.clock import SystemClock
-from agent.core.backoff import Backoff
-from agent.settings import ModbusSource, Tag
-from drivers.addresses import ModbusType
-from drivers.base import GOOD, Sample
+from agent.config.addresses import ModbusType
+from agent.config.settings import ModbusSource, Tag
+from agent.domain.backoff import Backoff
+from agent.domain.clock import SystemClock
+from agent.domain.samples import GOOD, Sample
 from drivers.modbus import ModbusDriver
 from drivers.modbus_scan import DriverCounters
 

@@ -33,10 +33,10 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.clock import SystemClock
-from agent.logs import configure_logging
-from agent.settings import OpcUaSource, Tag
-from drivers.base import Sample
+from agent.config.settings import OpcUaSource, Tag
+from agent.domain.clock import SystemClock
+from agent.domain.samples import Sample
+from agent.service.logs import configure_logging
 from drivers.opcua import OpcUaDriver
 
 NS = "urn:edge-agent:bench"

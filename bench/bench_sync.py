@@ -37,13 +37,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.clock import SystemClock
-from agent.core.blocks import Catalog, CatalogEntry
-from agent.logs import configure_logging
-from agent.settings import SyncSection
-from agent.shell.buffer import Buffer
-from agent.shell.uploader import Uploader
-from drivers.base import Sample
+from agent.buffer.blocks import Catalog, CatalogEntry
+from agent.buffer.buffer import Buffer
+from agent.config.settings import SyncSection
+from agent.domain.clock import SystemClock
+from agent.domain.samples import Sample
+from agent.service.logs import configure_logging
+from agent.sync.uploader import Uploader
 
 AGENT = "bench-plant"
 DRAIN_TARGET = 500_000.0  # samples/s

@@ -27,13 +27,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from agent.clock import Clock
-from agent.core.backoff import Backoff
-from agent.errors import ConnectionLostError, DeviceTimeoutError, WriteRejectedError
-from agent.logs import get_logger
-from agent.settings import ModbusSource, Tag
-from drivers.addresses import MAX_ADDRESS, ModbusType, parse_modbus_address
-from drivers.base import (
+from agent.config.addresses import MAX_ADDRESS, ModbusType, parse_modbus_address
+from agent.config.settings import ModbusSource, Tag
+from agent.domain.backoff import Backoff
+from agent.domain.clock import Clock
+from agent.domain.errors import ConnectionLostError, DeviceTimeoutError, WriteRejectedError
+from agent.domain.logger import get_logger
+from agent.domain.samples import (
     BAD_NO_COMMUNICATION,
     GOOD,
     DriverState,
@@ -76,7 +76,7 @@ def resolve_tag(tag: Tag) -> Point:
 
 
 class ModbusDriver:
-    """A `drivers.base.Driver` for one Modbus source (TCP, RTU over TCP or RTU serial).
+    """A `agent.domain.samples.Driver` for one Modbus source (TCP, RTU over TCP or RTU serial).
 
     `tags` may hold tags of other sources: only those with `tag.source == source.name` are
     used. `rand` (uniform in [0, 1)) jitters the per-unit backoff; tests may pin it.
@@ -163,7 +163,7 @@ class ModbusDriver:
             )
 
     async def write(self, tag: str, value: float | int | bool) -> WriteResult:
-        """Write one writable tag; see drivers.base.Driver for the errors."""
+        """Write one writable tag; see agent.domain.samples.Driver for the errors."""
         point = self._by_name.get(tag)
         if point is None:
             raise WriteRejectedError(f"{tag}: not a tag of Modbus source {self.name!r}")

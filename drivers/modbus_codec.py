@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
-from drivers.addresses import INT_RANGES, ModbusType, register_count
+from agent.config.addresses import INT_RANGES, ModbusType, register_count
 
 __all__ = [
     "ByteOrder",

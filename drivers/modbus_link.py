@@ -3,7 +3,7 @@
 Owns: building the pymodbus client for a `ModbusSource`, connecting and closing it, sending
 exactly one request at a time over it (an `asyncio.Lock` per connection: a serial bus, or a
 TCP gateway, serves one request at a time), and mapping every pymodbus outcome *once* into
-plain results or `agent.errors`:
+plain results or `agent.domain.errors`:
 - an answer -> the registers (or bits) asked for; an exception response -> `Refused(code)`;
 - an answer that cannot be what was asked (a frame pymodbus cannot decode, such as an unknown
   function code; another function code than the request's; the wrong number of registers)
@@ -40,9 +40,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from agent.errors import ConnectionLostError, DeviceTimeoutError
-from agent.settings import ModbusSource
-from drivers.addresses import Table
+from agent.config.addresses import Table
+from agent.config.settings import ModbusSource
+from agent.domain.errors import ConnectionLostError, DeviceTimeoutError
 
 __all__ = ["Garbled", "Link", "Refused"]
 

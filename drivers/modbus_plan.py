@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.addresses import MAX_READ_BITS, MAX_READ_REGISTERS, Table
+from agent.config.addresses import MAX_READ_BITS, MAX_READ_REGISTERS, Table
 
 __all__ = ["Limits", "PlannedRead", "Span", "plan_reads", "requests_per_tag"]
 

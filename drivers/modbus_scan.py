@@ -39,8 +39,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from agent.core.backoff import Backoff
-from drivers.base import BAD, BAD_DEVICE_FAILURE, BAD_NO_COMMUNICATION, GOOD
+from agent.domain.backoff import Backoff
+from agent.domain.samples import BAD, BAD_DEVICE_FAILURE, BAD_NO_COMMUNICATION, GOOD
 
 __all__ = [
     "DriverCounters",

@@ -31,11 +31,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.clock import Clock
-from agent.core.backoff import Backoff
-from agent.logs import get_logger
-from drivers.addresses import Table
-from drivers.base import BAD, BAD_COMMUNICATION_ERROR, BAD_NO_COMMUNICATION, Sample
+from agent.config.addresses import Table
+from agent.domain.backoff import Backoff
+from agent.domain.clock import Clock
+from agent.domain.logger import get_logger
+from agent.domain.samples import BAD, BAD_COMMUNICATION_ERROR, BAD_NO_COMMUNICATION, Sample
 from drivers.modbus_codec import TagCodec
 from drivers.modbus_link import Garbled, Link, Refused
 from drivers.modbus_plan import Limits, PlannedRead, Span, plan_reads, requests_per_tag

@@ -1,4 +1,4 @@
-"""The OPC UA driver: one `[[sources]]` entry of kind "opcua", as a `drivers.base.Driver`.
+"""The OPC UA driver: one `[[sources]]` entry of kind "opcua", as a `agent.domain.samples.Driver`.
 
 Owns: the driver's lifecycle across sessions (state, counters, each tag's latest status,
 recovery logs), the configuration-side checks of a write (known tag, `writable = true`,
@@ -33,12 +33,12 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from agent.clock import Clock, SystemClock
-from agent.errors import ConnectionLostError, WriteRejectedError
-from agent.logs import get_logger
-from agent.settings import OpcUaSource, Tag
-from drivers.addresses import OpcUaAddress, parse_opcua_address
-from drivers.base import (
+from agent.config.addresses import OpcUaAddress, parse_opcua_address
+from agent.config.settings import OpcUaSource, Tag
+from agent.domain.clock import Clock, SystemClock
+from agent.domain.errors import ConnectionLostError, WriteRejectedError
+from agent.domain.logger import get_logger
+from agent.domain.samples import (
     BAD_NO_COMMUNICATION,
     DriverState,
     Sample,

@@ -28,8 +28,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 from pydantic import SecretStr
 
-from agent.settings import OpcUaSource
-from drivers.addresses import BrowseName, BrowsePath, NodeAddress
+from agent.config.addresses import BrowseName, BrowsePath, NodeAddress
+from agent.config.settings import OpcUaSource
 from drivers.opcua_connect import POLICIES, ConnectOptions, close, connect, library_errors
 from drivers.opcua_security import Pki, own_application_uri
 

@@ -3,7 +3,7 @@
 Owns: building the asyncua `Client` from a source's settings (application URI, security
 policy and mode, certificates, user), checking the server's endpoints and certificate
 before anything secret is sent, mapping every asyncua/OSError/TimeoutError into
-`agent.errors` (`library_errors`), and closing the session within a bounded time.
+`agent.domain.errors` (`library_errors`), and closing the session within a bounded time.
 Also installs drivers.opcua_logs' filter on asyncua's loggers (the records of a session's
 end that the driver reports itself are demoted to DEBUG).
 Must not: retry (the supervisor does), keep state between sessions, or log the password
@@ -31,8 +31,8 @@ from asyncua.crypto import security_policies as sp
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from pydantic import SecretStr
 
-from agent.errors import ConnectionLostError, DeviceTimeoutError, EdgeAgentError
-from agent.settings import OpcUaSource
+from agent.config.settings import OpcUaSource
+from agent.domain.errors import ConnectionLostError, DeviceTimeoutError, EdgeAgentError
 from drivers.opcua_logs import demote_expected_teardown
 from drivers.opcua_security import (
     Pki,
@@ -150,7 +150,7 @@ def _status_error(code: int, what: str, options: ConnectOptions | None) -> EdgeA
 
 @contextlib.contextmanager
 def library_errors(what: str, options: ConnectOptions | None = None) -> Iterator[None]:
-    """Map asyncua, OSError and TimeoutError raised inside into agent.errors, once."""
+    """Map asyncua, OSError and TimeoutError raised inside into agent.domain.errors, once."""
     try:
         yield
     except UaStatusCodeError as exc:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.logs import get_logger
+from agent.domain.logger import get_logger
 
 __all__ = ["Notes", "OpcUaCounters"]
 

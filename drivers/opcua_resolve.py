@@ -25,8 +25,8 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.ua.object_ids import ObjectIds
 
-from drivers.addresses import BrowsePath, NodeAddress, OpcUaAddress
-from drivers.base import BAD_NODE_ID_UNKNOWN
+from agent.config.addresses import BrowsePath, NodeAddress, OpcUaAddress
+from agent.domain.samples import BAD_NODE_ID_UNKNOWN
 from drivers.opcua_connect import library_errors
 from drivers.opcua_values import status_name
 

@@ -37,8 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.errors import ConnectionLostError, RejectedError
-from agent.logs import get_logger
+from agent.domain.errors import ConnectionLostError, RejectedError
+from agent.domain.logger import get_logger
 
 __all__ = [
     "CERT_DAYS",

@@ -26,12 +26,12 @@ from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.ua.attribute_ids import AttributeIds
 
-from agent.clock import Clock
-from agent.errors import ConnectionLostError, WriteRejectedError
-from agent.logs import get_logger
-from agent.settings import OpcUaSource, Tag
-from drivers.addresses import OpcUaAddress
-from drivers.base import Sample, SampleSink
+from agent.config.addresses import OpcUaAddress
+from agent.config.settings import OpcUaSource, Tag
+from agent.domain.clock import Clock
+from agent.domain.errors import ConnectionLostError, WriteRejectedError
+from agent.domain.logger import get_logger
+from agent.domain.samples import Sample, SampleSink
 from drivers.opcua_connect import library_errors
 from drivers.opcua_health import Notes, OpcUaCounters
 from drivers.opcua_resolve import Unresolved, resolve

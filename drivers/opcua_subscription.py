@@ -32,7 +32,7 @@ from asyncua.client.ua_session import UaSession
 from asyncua.common.subscription import Subscription
 from asyncua.ua.attribute_ids import AttributeIds
 
-from agent.settings import OpcUaSource
+from agent.config.settings import OpcUaSource
 from drivers.opcua_connect import library_errors
 
 __all__ = ["FastSubscription", "Inbox", "ItemRequest", "subscription_parameters"]

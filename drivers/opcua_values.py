@@ -25,7 +25,7 @@ from typing import Any, cast
 from asyncua import ua
 from asyncua.ua.status_codes import code_to_name_doc
 
-from drivers.base import BAD_TYPE_MISMATCH, Sample, Value
+from agent.domain.samples import BAD_TYPE_MISMATCH, Sample, Value
 
 __all__ = [
     "SampleMaker",

@@ -21,7 +21,7 @@ from asyncua.client.client import Client
 from asyncua.common.ua_utils import data_type_to_variant_type
 from asyncua.ua.attribute_ids import AttributeIds
 
-from agent.errors import WriteRejectedError
+from agent.domain.errors import WriteRejectedError
 from drivers.opcua_connect import library_errors
 from drivers.opcua_values import coerce_for_write, status_name
 

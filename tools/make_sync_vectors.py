@@ -31,7 +31,7 @@ import zstandard
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.core.blocks import (  # noqa: E402 (after the path set-up)
+from agent.buffer.blocks import (  # noqa: E402 (after the path set-up)
     HEADER_SIZE,
     Catalog,
     CatalogEntry,
@@ -40,7 +40,7 @@ from agent.core.blocks import (  # noqa: E402 (after the path set-up)
     encode_telemetry,
     read_header,
 )
-from drivers.base import Sample  # noqa: E402
+from agent.domain.samples import Sample  # noqa: E402
 
 AGENT_ID = "plant-1"
 EPOCH = "9f1c0d7e5b2a4c6e8f10213243546576"

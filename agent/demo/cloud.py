@@ -34,7 +34,7 @@ from pydantic import SecretStr
 from agent.demo.cloud_app import create_app
 from agent.demo.cloud_faults import Fault, FaultScript, ScriptedDropFilter
 from agent.demo.cloud_store import CloudStore
-from agent.logs import configure_logging, get_logger
+from agent.service.logs import configure_logging, get_logger
 
 __all__ = ["DB_NAME", "CloudReceiver", "Fault", "FaultScript", "create_app", "serve_cloud"]
 

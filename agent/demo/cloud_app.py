@@ -30,12 +30,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, SecretStr
 from starlette.requests import ClientDisconnect
 
-from agent.core import blocks
-from agent.core.sync_policy import BLOCK_MEDIA_TYPE
+from agent.buffer import blocks
 from agent.demo.cloud_faults import FaultMiddleware, FaultScript
 from agent.demo.cloud_store import CloudStore
 from agent.demo.cloud_support import add_support_routes
-from agent.errors import RejectedError
+from agent.domain.errors import RejectedError
+from agent.sync.policy import BLOCK_MEDIA_TYPE
 
 __all__ = ["IDLE_S", "MAX_BLOCK_BYTES", "BlockAck", "Rejection", "create_app"]
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.core import blocks
-from agent.core.blocks import BlockHeader, BlockKind, Catalog
-from agent.errors import RejectedError
+from agent.buffer import blocks
+from agent.buffer.blocks import BlockHeader, BlockKind, Catalog
+from agent.domain.errors import RejectedError
 
 __all__ = ["BlockRow", "CloudStore", "PutResult"]
 

@@ -26,7 +26,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.live import Live
 
-from agent.configfile import load_config
+from agent.config.loader import load_config
 from agent.demo import chart
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
@@ -34,9 +34,9 @@ from agent.demo.scenario import MIN_DURATION_S, play
 from agent.demo.stage import LAB_TIME_SCALE, PLANT_SPAN_S, WATCHDOG_WALL_S, Stage, compress
 from agent.demo.summary import figures, lines, loop_off, story
 from agent.demo.view import Plain, Story, render
-from agent.errors import ConfigError
-from agent.logs import configure_logging
-from agent.state_dir import StateDirError
+from agent.domain.errors import ConfigError
+from agent.service.logs import configure_logging
+from agent.service.state_dir import StateDirError
 
 DEFAULT_DURATION_S = 180.0
 REFRESH_S = 0.5

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.app import App
-from agent.configfile import load_config
-from agent.core.audit_chain import ChainReport
-from agent.core.loop_stats import LoopStats
+from agent.config.loader import load_config
+from agent.control.audit import verify_file
+from agent.control.audit_chain import ChainReport
+from agent.control.loop_stats import LoopStats
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
-from agent.shell.audit import verify_file
+from agent.service.app import App
 
 PLANT_SPAN_S = 6 * 3600.0
 """Plant time the story covers, whatever the wall duration."""
@@ -203,9 +203,9 @@ class Stage:
     async def drain(self, timeout_s: float) -> int:
         """Upload what the last agent run left in the buffer, as its next start would; returns
         the blocks still pending (0 when everything reached the receiver)."""
-        from agent.clock import SystemClock
-        from agent.shell.buffer import Buffer
-        from agent.shell.uploader import Uploader
+        from agent.buffer.buffer import Buffer
+        from agent.domain.clock import SystemClock
+        from agent.sync.uploader import Uploader
 
         loaded = load_config(self.config)
         s = loaded.settings

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.core.audit_chain import ChainReport
+from agent.control.audit_chain import ChainReport
 from agent.demo.mill import Mill
 from agent.demo.stage import S28_TARGET_MPA, Tally, TruthRow, co2_per_t
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.app import App
-from agent.configfile import load_config
+from agent.config.loader import load_config
 from agent.demo.runner import SimulatedPlant
 from agent.demo.show import write_demo_config
+from agent.service.app import App
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"

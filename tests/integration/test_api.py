@@ -22,14 +22,14 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from agent.app import App
-from agent.configfile import load_config
-from agent.core.backoff import Backoff
-from agent.core.loop_stats import LoopStats
+from agent.api.server import serve_api
+from agent.config.loader import load_config
+from agent.config.settings import ApiSection
+from agent.control.loop_stats import LoopStats
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
-from agent.settings import ApiSection
-from agent.shell.api import serve_api
+from agent.domain.backoff import Backoff
+from agent.service.app import App
 from tests.ports import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

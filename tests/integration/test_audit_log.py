@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.cli import main
-from agent.clock import FakeClock
-from agent.shell.audit import AuditLog, verify_file
+from agent.cli.main import main
+from agent.control.audit import AuditLog, verify_file
+from agent.domain.clock import FakeClock
 
 
 async def test_records_chain_across_restarts_prune_and_verify(tmp_path: Path) -> None:

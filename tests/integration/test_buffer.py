@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock, SystemClock
-from agent.core.blocks import (
+from agent.buffer.blocks import (
     BlockKind,
     Catalog,
     CatalogEntry,
@@ -22,8 +21,9 @@ from agent.core.blocks import (
     decode_telemetry,
     read_header,
 )
-from agent.shell.buffer import Buffer, StoredBlock
-from drivers.base import Sample
+from agent.buffer.buffer import Buffer, StoredBlock
+from agent.domain.clock import FakeClock, SystemClock
+from agent.domain.samples import Sample
 
 T = 1_767_225_600.0
 CATALOG = Catalog(tuple(CatalogEntry(f"t{i}", "", "plc") for i in range(10)))

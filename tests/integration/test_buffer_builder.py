@@ -11,11 +11,11 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.core.blocks import BlockKind, Catalog, CatalogEntry, decode_telemetry, read_header
-from agent.shell.block_builder import BlockBuilder
-from agent.shell.buffer import Buffer
-from drivers.base import Sample
+from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_telemetry, read_header
+from agent.buffer.buffer import Buffer
+from agent.buffer.builder import BlockBuilder
+from agent.domain.clock import FakeClock
+from agent.domain.samples import Sample
 
 T = 1_767_225_600.0
 CATALOG = Catalog((CatalogEntry("a", "", "plc"), CatalogEntry("b", "", "plc")))

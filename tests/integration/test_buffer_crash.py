@@ -8,10 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.clock import SystemClock
-from agent.core.blocks import BlockKind, Catalog, CatalogEntry, decode_telemetry
-from agent.shell.buffer import Buffer
-from drivers.base import Sample
+from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_telemetry
+from agent.buffer.buffer import Buffer
+from agent.domain.clock import SystemClock
+from agent.domain.samples import Sample
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = Catalog(tuple(CatalogEntry(f"t{i}", "", "plc") for i in range(50)))
@@ -19,9 +19,9 @@ CATALOG = Catalog(tuple(CatalogEntry(f"t{i}", "", "plc") for i in range(50)))
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from agent.clock import SystemClock
-from agent.logs import configure_logging
-from agent.shell.buffer import Buffer
+from agent.domain.clock import SystemClock
+from agent.service.logs import configure_logging
+from agent.buffer.buffer import Buffer
 from tests.integration.test_buffer_crash import CATALOG, samples
 
 async def main(path: str) -> None:

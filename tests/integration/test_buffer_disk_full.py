@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.core.blocks import BlockKind, Catalog, CatalogEntry, decode_events
-from agent.shell.buffer import Buffer, StoredBlock, StoreFullError
-from drivers.base import Sample
+from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_events
+from agent.buffer.buffer import Buffer, StoredBlock, StoreFullError
+from agent.domain.clock import FakeClock
+from agent.domain.samples import Sample
 from tests.small_disk import fill, free_bytes, small_disk
 
 T = 1_767_225_600.0

@@ -15,11 +15,11 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.core.blocks import BlockKind, Catalog, CatalogEntry, decode_events, decode_telemetry
-from agent.shell.block_builder import BlockBuilder
-from agent.shell.buffer import Buffer
-from drivers.base import Sample
+from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_events, decode_telemetry
+from agent.buffer.buffer import Buffer
+from agent.buffer.builder import BlockBuilder
+from agent.domain.clock import FakeClock
+from agent.domain.samples import Sample
 
 T = 1_767_225_600.0
 CATALOG = Catalog((CatalogEntry("level", "", "plc"),))

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from agent.core import blocks
-from agent.core.blocks import BlockKind, Catalog, CatalogEntry
-from agent.core.sync_policy import BLOCK_MEDIA_TYPE
+from agent.buffer import blocks
+from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry
 from agent.demo.cloud import CloudReceiver, Fault
-from drivers.base import Sample
+from agent.domain.samples import Sample
+from agent.sync.policy import BLOCK_MEDIA_TYPE
 
 AGENT = "plant-1"
 EPOCH = uuid.uuid4().hex

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.shell.model_keys import generate_keypair, sign_package
+from agent.cli.main import main
+from agent.packages.keys import generate_keypair, sign_package
 from tests.integration.control_rig import MODELS, REPO
 
 KEY = MODELS / "demo-signing-key.pub.pem"

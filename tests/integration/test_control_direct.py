@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.core.latest import LatestValues
-from agent.core.model_manifest import ModelRejectedError
-from agent.settings import Loop
-from agent.shell.control_model import infer
-from agent.shell.model_package import load_package
+from agent.config.settings import Loop
+from agent.control.predict import infer
+from agent.domain.latest import LatestValues
+from agent.packages.manifest import ModelRejectedError
+from agent.packages.package import load_package
 from tests.integration.test_model_package import B, W, linear_model, write_package
 
 

@@ -32,17 +32,17 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agent.clock import SystemClock
-from agent.core.config_checks_loops import shared_counter
-from agent.core.health import Health
-from agent.core.heartbeat_counter import CounterRange
-from agent.core.latest import LatestValues
-from agent.settings import Loop, ModbusSource, OpcUaSource, Tag
-from agent.shell.audit import AuditLog
-from agent.shell.control import ControlLoop
-from agent.shell.heartbeat import Heartbeat
-from agent.shell.models import ModelManager
-from drivers.base import Driver, Quality
+from agent.config.checks_loops import shared_counter
+from agent.config.heartbeat_counter import CounterRange
+from agent.config.settings import Loop, ModbusSource, OpcUaSource, Tag
+from agent.control.audit import AuditLog
+from agent.control.heartbeat import Heartbeat
+from agent.control.loop import ControlLoop
+from agent.domain.clock import SystemClock
+from agent.domain.health import Health
+from agent.domain.latest import LatestValues
+from agent.domain.samples import Driver, Quality
+from agent.packages.manager import ModelManager
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
 
@@ -254,7 +254,7 @@ async def agent(case: Case, peers: Peers, tmp_path: Path) -> AsyncIterator[Agent
                     output="y", target_tag="HB", enable_tag="Remote", heartbeat_tag="HB",
                     heartbeat_echo_tag="Echo", envelope_min=case.write_min + 1,
                     envelope_max=case.write_max - 1, max_step=1.0)  # fmt: skip
-        # The range agent.shell.control_setup gives the heartbeat (and `check` accepted).
+        # The range agent.control.setup gives the heartbeat (and `check` accepted).
         counter = shared_counter([loop], "HB", {t.name: t for t in tags})
         assert isinstance(counter, CounterRange), counter
         health = Health()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.shell.audit import verify_file
+from agent.control.audit import verify_file
 from tests.integration.control_rig import control_rig, wait_for
 
 pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first

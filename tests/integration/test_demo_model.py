@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.core.model_manifest import training_midpoints
-from agent.shell.model_package import load_package, load_public_key
+from agent.packages.manifest import training_midpoints
+from agent.packages.package import load_package, load_public_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "models" / "vrm-quality" / "1.0.0"

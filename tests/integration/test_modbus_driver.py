@@ -29,15 +29,14 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock, SystemClock
-from agent.core.backoff import Backoff
+from agent.config.settings import ModbusSource, Tag
 from agent.demo.mill import Mill
 from agent.demo.modbus_server import BAG_COUNT_START, MillModbusServer
 from agent.demo.register_map import FEEDERS_UNIT, PACKER_UNIT, POINTS, Point, PointType, point
-from agent.errors import ConnectionLostError, DeviceTimeoutError, WriteRejectedError
-from agent.settings import ModbusSource, Tag
-from agent.shell.supervisor import Supervisor
-from drivers.base import (
+from agent.domain.backoff import Backoff
+from agent.domain.clock import FakeClock, SystemClock
+from agent.domain.errors import ConnectionLostError, DeviceTimeoutError, WriteRejectedError
+from agent.domain.samples import (
     BAD,
     BAD_DEVICE_FAILURE,
     BAD_NO_COMMUNICATION,
@@ -45,6 +44,7 @@ from drivers.base import (
     DriverState,
     Sample,
 )
+from agent.service.supervisor import Supervisor
 from drivers.modbus import ModbusDriver
 
 DT = AsyncModbusTcpClient.DATATYPE

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.clock import SystemClock
-from agent.core.backoff import Backoff
-from agent.errors import DeviceTimeoutError
-from agent.settings import ModbusSource, Tag
-from drivers.base import BAD_COMMUNICATION_ERROR, GOOD, Sample
+from agent.config.settings import ModbusSource, Tag
+from agent.domain.backoff import Backoff
+from agent.domain.clock import SystemClock
+from agent.domain.errors import DeviceTimeoutError
+from agent.domain.samples import BAD_COMMUNICATION_ERROR, GOOD, Sample
 from drivers.modbus import ModbusDriver
 from tests.hostile_modbus import HostileModbusServer, Rule, Values, WrongFunction
 
@@ -114,7 +114,7 @@ async def test_garbled_answers_are_bad_samples_counted_and_logged_once(
     assert "cannot be decoded" in next(e for e in warned if e["address"] == "holding:100")["detail"]
     recovered = [e for e in events if e["event"] == "modbus_read_recovered"]
     assert [(e["address"], e["log_level"]) for e in recovered] == [("holding:100", "info")]
-    # pymodbus' own lines ("Unable to decode frame") are held at CRITICAL by agent.logs
+    # pymodbus' own lines ("Unable to decode frame") are held at CRITICAL by agent.service.logs
     ours = [r for r in caplog.records if not r.name.startswith("pymodbus")]
     assert [r.getMessage() for r in ours if r.levelno >= logging.WARNING] == []
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []

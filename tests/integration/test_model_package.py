@@ -14,10 +14,10 @@ import pytest
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
-from agent.core.model_manifest import ModelRejectedError
-from agent.errors import RejectedError
-from agent.shell.model_keys import KeyFileError, generate_keypair, sign_package, verify_package
-from agent.shell.model_package import load_package, load_public_key
+from agent.domain.errors import RejectedError
+from agent.packages.keys import KeyFileError, generate_keypair, sign_package, verify_package
+from agent.packages.manifest import ModelRejectedError
+from agent.packages.package import load_package, load_public_key
 
 N_IN, N_OUT = 4, 3
 RNG = np.random.default_rng(7)
@@ -131,7 +131,7 @@ def test_signature_is_base64_of_ed25519_over_the_canonical_manifest(
 ) -> None:
     import base64
 
-    from agent.core.model_manifest import canonical_json
+    from agent.packages.manifest import canonical_json
 
     raw = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     signature = base64.b64decode((package / "manifest.sig").read_bytes(), validate=False)

@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agent.shell.audit import verify_file
-from agent.shell.model_keys import generate_keypair, sign_package
+from agent.control.audit import verify_file
+from agent.packages.keys import generate_keypair, sign_package
 from tests.integration.control_rig import MODELS, control_rig, wait_for
 
 pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first

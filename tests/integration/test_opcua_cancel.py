@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from agent.config.settings import OpcUaSource
 from agent.demo.runner import SimulatedPlant
-from agent.settings import OpcUaSource
 from drivers.opcua_connect import ConnectOptions, close, connect
 
 

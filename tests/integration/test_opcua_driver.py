@@ -18,20 +18,20 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
-from agent.clock import SystemClock
-from agent.core.backoff import Backoff
+from agent.config.settings import OpcUaSource, Tag
 from agent.demo.runner import SimulatedPlant
 from agent.demo.tags import NAMESPACE_URI
-from agent.errors import ConnectionLostError, WriteRejectedError
-from agent.settings import OpcUaSource, Tag
-from agent.shell.supervisor import Supervisor
-from drivers.base import (
+from agent.domain.backoff import Backoff
+from agent.domain.clock import SystemClock
+from agent.domain.errors import ConnectionLostError, WriteRejectedError
+from agent.domain.samples import (
     BAD_NO_COMMUNICATION,
     BAD_NODE_ID_UNKNOWN,
     DriverState,
     Quality,
     Sample,
 )
+from agent.service.supervisor import Supervisor
 from drivers.opcua import OpcUaDriver, read_once
 from drivers.opcua_browse import browse, render_tree
 from drivers.opcua_values import status_name

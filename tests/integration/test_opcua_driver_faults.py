@@ -22,11 +22,11 @@ from typing import Any, cast
 
 import pytest
 
-from agent.clock import SystemClock
-from agent.core.backoff import Backoff
-from agent.settings import OpcUaSource, Tag
-from agent.shell.supervisor import Supervisor
-from drivers.base import BAD_NODE_ID_UNKNOWN, Quality, Sample
+from agent.config.settings import OpcUaSource, Tag
+from agent.domain.backoff import Backoff
+from agent.domain.clock import SystemClock
+from agent.domain.samples import BAD_NODE_ID_UNKNOWN, Quality, Sample
+from agent.service.supervisor import Supervisor
 from drivers.opcua import OpcUaDriver
 from tests.ports import free_port
 

@@ -24,11 +24,11 @@ from asyncua import ua
 from asyncua.server.server import Server
 from structlog.testing import capture_logs
 
-from agent.clock import SystemClock
-from agent.core.backoff import Backoff
-from agent.settings import OpcUaSource, Tag
-from agent.shell.supervisor import Supervisor
-from drivers.base import BAD_NO_COMMUNICATION, Quality, Sample
+from agent.config.settings import OpcUaSource, Tag
+from agent.domain.backoff import Backoff
+from agent.domain.clock import SystemClock
+from agent.domain.samples import BAD_NO_COMMUNICATION, Quality, Sample
+from agent.service.supervisor import Supervisor
 from drivers.opcua import OpcUaDriver
 from tests.integration.opcua_goodbye import Goodbye, GoodbyeProxy
 from tests.ports import free_port

@@ -19,12 +19,12 @@ from cryptography import x509
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from agent.clock import SystemClock
+from agent.config.settings import OpcUaSource, Tag
 from agent.demo.runner import SimulatedPlant
 from agent.demo.tags import NAMESPACE_URI
-from agent.errors import ConnectionLostError
-from agent.settings import OpcUaSource, Tag
-from drivers.base import DriverState, Quality, Sample
+from agent.domain.clock import SystemClock
+from agent.domain.errors import ConnectionLostError
+from agent.domain.samples import DriverState, Quality, Sample
 from drivers.opcua import OpcUaDriver, read_once
 from drivers.opcua_browse import browse
 from drivers.opcua_security import UntrustedServerError, trust_certificate

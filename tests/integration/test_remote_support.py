@@ -24,16 +24,16 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from agent.clock import FakeClock
-from agent.core.backoff import Backoff
+from agent.buffer.buffer import Buffer
+from agent.config.settings import Settings, SyncSection
 from agent.demo.cloud import CloudReceiver
-from agent.logs import NOISY_LIBRARIES, configure_logging, get_logger
-from agent.settings import Settings, SyncSection
-from agent.shell.buffer import Buffer
-from agent.shell.model_keys import generate_keypair, sign_package
-from agent.shell.model_package import load_package, load_public_key
-from agent.shell.remote import RemoteSupport
-from agent.shell.remote_diagnostics import Diagnostics, LogRing
+from agent.domain.backoff import Backoff
+from agent.domain.clock import FakeClock
+from agent.packages.keys import generate_keypair, sign_package
+from agent.packages.package import load_package, load_public_key
+from agent.remote.client import RemoteSupport
+from agent.remote.diagnostics import Diagnostics, LogRing
+from agent.service.logs import NOISY_LIBRARIES, configure_logging, get_logger
 from tests.integration.test_model_package import linear_model, write_package
 
 AGENT = "plant-1"

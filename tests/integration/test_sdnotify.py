@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import structlog
 
-from agent.clock import FakeClock
-from agent.core.health import Health
-from agent.logs import configure_logging
-from agent.shell.sdnotify import Notifier, keep_alive
+from agent.domain.clock import FakeClock
+from agent.domain.health import Health
+from agent.service.logs import configure_logging
+from agent.service.sdnotify import Notifier, keep_alive
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.core.health import Health
-from agent.shell.buffer_budget import OutageBudget
-from agent.shell.sdnotify import Notifier, keep_alive, status_line
+from agent.buffer.budget import OutageBudget
+from agent.domain.clock import FakeClock
+from agent.domain.health import Health
+from agent.service.sdnotify import Notifier, keep_alive, status_line
 
 
 @pytest.fixture

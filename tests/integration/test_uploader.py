@@ -22,15 +22,15 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from agent.clock import FakeClock
-from agent.core.backoff import Backoff
-from agent.core.blocks import Catalog, CatalogEntry
+from agent.buffer.blocks import Catalog, CatalogEntry
+from agent.buffer.buffer import Buffer
+from agent.config.settings import SyncSection
 from agent.demo.cloud import CloudReceiver, Fault
-from agent.logs import NOISY_LIBRARIES, configure_logging
-from agent.settings import SyncSection
-from agent.shell.buffer import Buffer
-from agent.shell.uploader import Uploader
-from drivers.base import Sample
+from agent.domain.backoff import Backoff
+from agent.domain.clock import FakeClock
+from agent.domain.samples import Sample
+from agent.service.logs import NOISY_LIBRARIES, configure_logging
+from agent.sync.uploader import Uploader
 
 AGENT = "plant-1"
 Row = tuple[str, float, Any, int]

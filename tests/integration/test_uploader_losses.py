@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.core.blocks import Catalog, CatalogEntry
+from agent.buffer.blocks import Catalog, CatalogEntry
+from agent.buffer.buffer import Buffer
 from agent.demo.cloud import CloudReceiver, Fault
-from agent.shell.buffer import Buffer
-from drivers.base import Sample
+from agent.domain.clock import FakeClock
+from agent.domain.samples import Sample
 from tests.integration.test_buffer_disk_full import starve
 from tests.integration.test_uploader import drive, events, logs, running, uploader
 from tests.small_disk import small_disk

@@ -21,15 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.clock import FakeClock
-from agent.core.backoff import Backoff
-from agent.core.blocks import Catalog, CatalogEntry
+from agent.buffer.blocks import Catalog, CatalogEntry
+from agent.buffer.buffer import Buffer
+from agent.config.settings import SyncSection
 from agent.demo.cloud import CloudReceiver
-from agent.errors import ConfigError
-from agent.settings import SyncSection
-from agent.shell.buffer import Buffer
-from agent.shell.uploader import Uploader
-from drivers.base import Sample
+from agent.domain.backoff import Backoff
+from agent.domain.clock import FakeClock
+from agent.domain.errors import ConfigError
+from agent.domain.samples import Sample
+from agent.sync.uploader import Uploader
 
 AGENT = "plant-1"
 CATALOG = Catalog((CatalogEntry("Mill.Power", "kW", "plc"),))

@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.clock import SystemClock
-from agent.core.blocks import BlockKind, Catalog, CatalogEntry, decode_events
+from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_events
+from agent.buffer.buffer import Buffer
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
-from agent.shell.buffer import Buffer
-from drivers.base import Sample
+from agent.domain.clock import SystemClock
+from agent.domain.samples import Sample
 from tests.ports import free_port
 from tests.small_disk import fill, small_disk
 

@@ -37,8 +37,8 @@ MODULE = [sys.executable, "-m", "agent"]
 SCRIPT = [str(Path(sys.executable).with_name("edge-agent"))]  # the console script systemd runs
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 START_S = 120.0  # generous for a busy 2-core machine: every wait polls observed progress
-# Imported by `run` after its first line (agent.cli's main), in this order.
-HEAVY_IMPORTS = ("pydantic", "agent.configfile", "structlog", "asyncua", "agent.app")
+# Imported by `run` after its first line (agent.cli.main's main), in this order.
+HEAVY_IMPORTS = ("pydantic", "agent.config.loader", "structlog", "asyncua", "agent.service.app")
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import SystemClock
-from agent.core.blocks import Catalog, CatalogEntry
+from agent.buffer.blocks import Catalog, CatalogEntry
+from agent.buffer.buffer import Buffer
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
-from agent.shell.buffer import Buffer
-from drivers.base import Sample
+from agent.domain.clock import SystemClock
+from agent.domain.samples import Sample
 
 AGENT = [sys.executable, "-m", "agent"]
 WAIT_S = 120.0  # the limit of any one wait for progress (generous: a busy 2-core machine)

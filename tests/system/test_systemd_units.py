@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import AgentSection
+from agent.config.settings import AgentSection
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

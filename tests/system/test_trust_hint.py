@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import SystemClock
+from agent.control.audit import AUDIT_FILE, AuditLog
 from agent.demo.certs import OpcUaSecurity
 from agent.demo.runner import SimulatedPlant
-from agent.shell.audit import AUDIT_FILE, AuditLog
+from agent.domain.clock import SystemClock
 
 SCRIPT = Path(sys.executable).with_name("edge-agent")  # what plant IT types: `edge-agent`
 NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.audit_chain import GENESIS, canonical, record_hash, verify_chain
+from agent.control.audit_chain import GENESIS, canonical, record_hash, verify_chain
 
 Record = tuple[int, str, str, dict[str, Any]]
 

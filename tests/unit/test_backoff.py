@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.backoff import Backoff
+from agent.domain.backoff import Backoff
 
 rands = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
 attempts = st.integers(min_value=0, max_value=10_000)

@@ -13,7 +13,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.core.blocks import (
+from agent.buffer.blocks import (
     HEADER_SIZE,
     BlockFormatError,
     BlockKind,
@@ -28,8 +28,8 @@ from agent.core.blocks import (
     read_header,
     sample_problem,
 )
-from agent.errors import RejectedError
-from drivers.base import BAD_NO_COMMUNICATION, UNCERTAIN_LAST_USABLE_VALUE, Sample
+from agent.domain.errors import RejectedError
+from agent.domain.samples import BAD_NO_COMMUNICATION, UNCERTAIN_LAST_USABLE_VALUE, Sample
 
 EPOCH = "0123456789abcdef0123456789abcdef"
 T = 1_767_225_600.0

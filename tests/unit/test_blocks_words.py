@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.blocks_words import (
+from agent.buffer.words import (
     delta,
     planes,
     read_varints,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.clock import Clock, FakeClock, SystemClock
+from agent.domain.clock import Clock, FakeClock, SystemClock
 
 Woke = list[tuple[str, float]]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]

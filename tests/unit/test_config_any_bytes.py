@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config_reader import MAX_DEPTH, MAX_FILE_BYTES
-from agent.configfile import LoadedConfig, load_config
-from agent.errors import ConfigError
+from agent.config.loader import LoadedConfig, load_config
+from agent.config.reader import MAX_DEPTH, MAX_FILE_BYTES
+from agent.domain.errors import ConfigError
 
 BASE = """\
 [agent]

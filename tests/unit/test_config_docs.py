@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from agent.settings import Settings
+from agent.config.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example-plant.toml"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 
 BASE = """\
 [agent]
@@ -516,7 +516,7 @@ HANDSHAKE_CASES: list[tuple[str, Edit, list[str]]] = [
 
 def test_a_usable_handshake_passes(config_dir: Path) -> None:
     """The handshake cases' starting point is valid: each case's lines are its own edit's."""
-    from agent.configfile import load_config
+    from agent.config.loader import load_config
 
     path = config_dir / "agent.toml"
     path.write_text(closed_loop()(BASE))
@@ -544,9 +544,9 @@ WIDE_HEARTBEAT = sub('type = "uint16"\nwritable = true\nwrite_min = 0\nwrite_max
 
 def test_a_uint32_heartbeat_with_a_uint16_echo_passes_check(config_dir: Path) -> None:
     """The usual 16-bit echo of a 32-bit heartbeat: the counter counts where both hold it."""
-    from agent.configfile import load_config
-    from agent.core.config_checks_loops import shared_counter
-    from agent.core.heartbeat_counter import CounterRange
+    from agent.config.checks_loops import shared_counter
+    from agent.config.heartbeat_counter import CounterRange
+    from agent.config.loader import load_config
 
     path = config_dir / "agent.toml"
     path.write_text(closed_loop(WIDE_HEARTBEAT)(BASE))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import load_config
-from agent.errors import ConfigError
+from agent.config.loader import load_config
+from agent.domain.errors import ConfigError
 
 CONFIG = """\
 [agent]

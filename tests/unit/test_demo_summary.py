@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from agent.core.audit_chain import ChainReport
+from agent.control.audit_chain import ChainReport
 from agent.demo.mill import Mill
 from agent.demo.stage import Tally, TruthRow, co2_per_t, compress
 from agent.demo.summary import figures, lines, loop_off

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from agent.errors import (
+from agent.domain.errors import (
     ConfigError,
     ConfigProblem,
     ConnectionLostError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from agent.core.features import BlaineBias, Window, build_features, grindability
+from agent.control.features import BlaineBias, Window, build_features, grindability
 
 
 def test_window_keeps_only_its_span_and_ignores_repeats_and_non_finite() -> None:

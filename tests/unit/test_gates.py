@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.gates import (
+from agent.config.settings import LoopInput
+from agent.control.gates import (
     FUTURE_TOLERANCE_S,
     InputRule,
     Verdict,
@@ -16,8 +17,7 @@ from agent.core.gates import (
     check_input,
     check_inputs,
 )
-from agent.settings import LoopInput
-from drivers.base import (
+from agent.domain.samples import (
     BAD_NO_COMMUNICATION,
     GOOD,
     GOOD_LOCAL_OVERRIDE,

@@ -7,7 +7,7 @@ import math
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agent.core.guard import RATE_WINDOW_S, GuardLimits, GuardResult, MoveHistory, guard
+from agent.control.guard import RATE_WINDOW_S, GuardLimits, GuardResult, MoveHistory, guard
 
 RULES = (
     "finite",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agent.core.heartbeat_counter import (
+from agent.config.heartbeat_counter import (
     EXPECTED,
     MIN_VALUES,
     CounterRange,
@@ -15,7 +15,7 @@ from agent.core.heartbeat_counter import (
     heartbeat_range,
     least_values,
 )
-from agent.settings import Tag
+from agent.config.settings import Tag
 
 WIDE: dict[str, Any] = {"write_min": -(2.0**31), "write_max": 2.0**31 - 1}
 

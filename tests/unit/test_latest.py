@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.core.latest import LatestValues
-from drivers.base import BAD_NO_COMMUNICATION, Quality, Sample
+from agent.domain.latest import LatestValues
+from agent.domain.samples import BAD_NO_COMMUNICATION, Quality, Sample
 
 
 def test_newest_sample_wins_and_bad_replaces_good() -> None:

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from agent.logs import NOISY_LIBRARIES, REDACTED, configure_logging, get_logger, redact
+from agent.service.logs import NOISY_LIBRARIES, REDACTED, configure_logging, get_logger, redact
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.core.loop_blocked import BLOCKED_AFTER_CYCLES, BlockedEpisode, Report
+from agent.control.loop_blocked import BLOCKED_AFTER_CYCLES, BlockedEpisode, Report
 
 MODEL = "model: no valid version of model 'vrm-qualty'"
 

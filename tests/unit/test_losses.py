@@ -1,5 +1,5 @@
-"""The announcement of lost data (agent.core.losses), the seq re-stamp (agent.core.blocks) and
-the disk's room (agent.core.retention): pure functions, property-tested where it pays."""
+"""The announcement of lost data (agent.buffer.losses), the seq re-stamp (agent.buffer.blocks) and
+the disk's room (agent.buffer.retention): pure functions, property-tested where it pays."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.blocks import (
+from agent.buffer.blocks import (
     Catalog,
     CatalogEntry,
     decode_telemetry,
@@ -18,14 +18,14 @@ from agent.core.blocks import (
     read_header,
     restamp,
 )
-from agent.core.losses import DROPPED, EVICTED, Losses, Victim, merge_ranges, seq_ranges
-from agent.core.retention import (
+from agent.buffer.losses import DROPPED, EVICTED, Losses, Victim, merge_ranges, seq_ranges
+from agent.buffer.retention import (
     DISK_HEADROOM_MIN,
     SLACK_PAGES,
     disk_cap_bytes,
     disk_headroom_bytes,
 )
-from drivers.base import Sample
+from agent.domain.samples import Sample
 
 EPOCH = "0123456789abcdef0123456789abcdef"
 PAGE = 4096

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.shell import memory
+from agent.service import memory
 
 
 def rss_mib() -> float:

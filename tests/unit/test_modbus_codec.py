@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.addresses import ModbusType
+from agent.config.addresses import ModbusType
 from drivers.modbus_codec import ByteOrder, RawValue, TagCodec, WriteValueError
 
 ORDERS: tuple[ByteOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
@@ -302,8 +302,8 @@ def test_bad_definitions_are_refused() -> None:
 
 
 def test_the_configuration_refuses_scaled_bools_and_writable_strings() -> None:
-    from agent.core.config_checks import check_tags
-    from agent.settings import ModbusSource, Tag
+    from agent.config.checks import check_tags
+    from agent.config.settings import ModbusSource, Tag
 
     plc = ModbusSource(kind="modbus", name="plc", host="10.0.0.1")
     tags = [

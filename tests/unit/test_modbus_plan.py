@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.core.backoff import Backoff
-from drivers.addresses import Table
-from drivers.base import BAD, BAD_DEVICE_FAILURE, BAD_NO_COMMUNICATION, GOOD
+from agent.config.addresses import Table
+from agent.domain.backoff import Backoff
+from agent.domain.samples import BAD, BAD_DEVICE_FAILURE, BAD_NO_COMMUNICATION, GOOD
 from drivers.modbus_plan import Limits, PlannedRead, Span, plan_reads, requests_per_tag
 from drivers.modbus_scan import (
     MissKind,

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.model_manifest import (
+from agent.domain.errors import RejectedError
+from agent.packages.manifest import (
     GraphSignature,
     ModelRejectedError,
     TensorSpec,
@@ -21,7 +22,6 @@ from agent.core.model_manifest import (
     parse_manifest,
     training_midpoints,
 )
-from agent.errors import RejectedError
 
 SHA = "ab" * 32
 

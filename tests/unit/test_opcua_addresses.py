@@ -1,5 +1,5 @@
 """OPC UA addresses: the browse-path grammar, and resolving addresses against a namespace
-array (drivers.addresses and the pure half of drivers.opcua_resolve; no sockets)."""
+array (agent.config.addresses and the pure half of drivers.opcua_resolve; no sockets)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from asyncua import ua
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.addresses import (
+from agent.config.addresses import (
     BrowseName,
     BrowsePath,
     NodeAddress,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.errors import RejectedError
+from agent.domain.errors import RejectedError
 from drivers.opcua_security import (
     Pki,
     check_server_certificate,

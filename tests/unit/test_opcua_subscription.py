@@ -15,8 +15,8 @@ from asyncua.client.ua_client import UaClient
 from asyncua.ua.status_codes import StatusCodes
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.settings import OpcUaSource
+from agent.config.settings import OpcUaSource
+from agent.domain.clock import FakeClock
 from drivers.opcua_browse import BrowseRow, parse_security, render_tree
 from drivers.opcua_health import Notes
 from drivers.opcua_subscription import FastSubscription, Inbox, subscription_parameters

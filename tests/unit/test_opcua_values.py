@@ -11,7 +11,7 @@ from asyncua import ua
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.base import BAD_TYPE_MISMATCH, Quality, Sample
+from agent.domain.samples import BAD_TYPE_MISMATCH, Quality, Sample
 from drivers.opcua_values import (
     SampleMaker,
     TagScaling,

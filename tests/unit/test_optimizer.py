@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.optimizer import Axis, Choice, Objective, build_grid, choose
+from agent.control.optimizer import Axis, Choice, Objective, build_grid, choose
 
 OUT = {"blaine": 0, "residue45": 1, "s28": 2, "spec_energy": 3}
 OBJ = Objective(47.5, 1.0, 1.5, 3500.0, 4400.0, 8.0, 3800.0, 1.03, 830.0, 0.4)

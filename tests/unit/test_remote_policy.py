@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.core.remote_policy import (
+from agent.remote.policy import (
     ALLOWED,
     MASKED,
     MAX_DIAGNOSTICS,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.retention import (
+from agent.buffer.retention import (
     EVICTION_ORDER,
     FIXED_RESERVE_BYTES,
     Candidate,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.shell.source_status import DriverFigures, source_health
-from drivers.base import (
+from agent.api.source_status import DriverFigures, source_health
+from agent.domain.samples import (
     BAD_DEVICE_FAILURE,
     BAD_NO_COMMUNICATION,
     GOOD,

@@ -14,11 +14,11 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.core.backoff import Backoff
-from agent.errors import ConnectionLostError, DeviceTimeoutError
-from agent.logs import configure_logging
-from agent.shell.supervisor import Supervisor, TaskSnapshot
+from agent.domain.backoff import Backoff
+from agent.domain.clock import FakeClock
+from agent.domain.errors import ConnectionLostError, DeviceTimeoutError
+from agent.service.logs import configure_logging
+from agent.service.supervisor import Supervisor, TaskSnapshot
 
 FOREVER = 1e9
 
@@ -404,7 +404,7 @@ async def test_an_unexpected_failure_reaches_the_json_log_with_its_traceback() -
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(line["event"], line["level"]) for line in lines] == [("task_failed", "warning")]
     (line,) = lines
-    assert line["logger"] == "agent.shell.supervisor"
+    assert line["logger"] == "agent.service.supervisor"
     assert line["task"] == "plc"
     assert line["error"] == "KeyError: 'PLC 10.0.0.5 refused'"
     assert "Traceback" in line["exception"]

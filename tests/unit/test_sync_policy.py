@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.blocks import BlockKind
-from agent.core.sync_policy import (
+from agent.buffer.blocks import BlockKind
+from agent.sync.policy import (
     Drain,
     Streak,
     TokenBucket,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.core.blocks import (
+from agent.buffer.blocks import (
     BlockKind,
     Catalog,
     decode_catalog,

@@ -1,0 +1,1 @@
+"""Commissioning commands: browse, read and trust (they talk to the devices directly)."""

@@ -1,0 +1,171 @@
+"""Builds the control side of the agent from the settings: audit, models, heartbeats, loops.
+
+Owns: opening STATE_DIR/audit.db and forwarding its records to the buffer, loading the
+model signing key, the model manager with each model's pinned version, one heartbeat per
+heartbeat tag used by an advisory or closed-loop loop (counting in the range the tag and
+the echo tags of the loops sharing it can hold: agent.config.checks_loops.
+shared_counter, the range `check` accepted; gate 1 takes the echo's lag modulo it), one
+ControlLoop per `[[loops]]`, and the hourly audit pruning.
+Must not: run anything by itself; agent.service.app runs `tasks()` under its control supervisor,
+which stops first at shutdown (no write after the signal, the heartbeat stops with it).
+Invariants: a loop with mode "off" has no task (it would only end at once, and the
+supervisor restarts a task that ends); it is listed, with state "off", and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.config.checks_loops import shared_counter
+from agent.config.heartbeat_counter import CounterRange
+from agent.config.loader import LoadedConfig
+from agent.control.audit import AUDIT_FILE, AuditLog
+from agent.control.heartbeat import Heartbeat
+from agent.control.loop import ControlLoop
+from agent.domain.clock import Clock
+from agent.domain.errors import ConfigProblem
+from agent.domain.health import Health
+from agent.domain.latest import LatestValues
+from agent.domain.samples import Driver, Sample
+from agent.packages.manager import ModelManager
+from agent.packages.manifest import ModelRejectedError
+from agent.packages.package import load_public_key
+
+__all__ = ["Control", "open_control"]
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+class KeyFileError(Exception):
+    """The configured model public key (or a heartbeat tag) cannot be used: a configuration
+    problem, exit 78. A heartbeat tag is refused by `load_config` already; this is the
+    last line for a configuration that did not pass through it."""
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(problem.render())
+        self.problem = problem
+
+
+@dataclass
+class Control:
+    """The control side of one agent."""
+
+    audit: AuditLog
+    models: ModelManager
+    heartbeats: list[Heartbeat]
+    loops: list[ControlLoop]
+    retention_days: float
+    clock: Clock
+    public_key: Ed25519PublicKey | None = None
+
+    def observe(self, batch: Sequence[Sample]) -> None:
+        for loop in self.loops:
+            loop.observe(batch)
+
+    async def _prune(self) -> None:
+        while True:
+            await self.audit.prune(self.retention_days)
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        out: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("models:watch", self.models.run),
+            ("audit:prune", self._prune),
+        ]
+        out += [(h.name, h.run) for h in self.heartbeats]
+        out += [(f"loop:{lp.loop.name}", lp.run) for lp in self.loops if lp.loop.mode != "off"]
+        return out
+
+
+def _heartbeat_counters(loaded: LoadedConfig) -> dict[str, CounterRange]:
+    """The counter range of every heartbeat tag an advisory or closed-loop loop writes, fit
+    to the tag and to the echo tags of all the loops that share it."""
+    tags = {t.name: t for t in loaded.settings.tags}
+    counters: dict[str, CounterRange] = {}
+    for index, lp in enumerate(loaded.settings.loops):
+        name = lp.heartbeat_tag
+        if lp.mode not in ("advisory", "closed_loop") or name is None or name in counters:
+            continue
+        counter = shared_counter(loaded.settings.loops, name, tags)
+        if not isinstance(counter, CounterRange):
+            raise KeyFileError(ConfigProblem(str(loaded.path), f"loops[{index}].{counter.key}",
+                                             counter.expected, counter.found))  # fmt: skip
+        counters[name] = counter
+    return counters
+
+
+async def open_control(
+    loaded: LoadedConfig,
+    state_dir: Path,
+    *,
+    latest: LatestValues,
+    drivers: Sequence[Driver],
+    health: Health,
+    clock: Clock,
+    events: Callable[[Sequence[Mapping[str, Any]]], Awaitable[int]] | None,
+) -> Control:
+    """Open the audit log, load the key, build heartbeats and loops (raises KeyFileError)."""
+    s = loaded.settings
+    key = None
+    if s.agent.model_public_key_file is not None:
+        try:
+            key = load_public_key(s.agent.model_public_key_file)
+        except ModelRejectedError as exc:
+            raise KeyFileError(
+                ConfigProblem(
+                    str(loaded.path),
+                    "agent.model_public_key_file",
+                    "an Ed25519 public key (PEM) the agent can read",
+                    str(exc),
+                )
+            ) from None
+    counters = _heartbeat_counters(loaded)
+    audit = await asyncio.to_thread(
+        AuditLog, state_dir / AUDIT_FILE, agent_id=s.agent.id, clock=clock
+    )
+    audit.sink = events
+
+    async def record(kind: str, body: Mapping[str, Any]) -> None:
+        await audit.record(kind, body)
+
+    pins: dict[str, str | None] = {}
+    for lp in s.loops:
+        if lp.mode != "off":
+            pins.setdefault(lp.model, lp.model_version)
+    models = ModelManager(s.agent.models_dir or state_dir / "models", key, pins, audit=record)
+    by_source = {d.name: d for d in drivers}
+    tags = {t.name: t for t in s.tags}
+    driver_of = {t.name: by_source[t.source] for t in s.tags if t.source in by_source}
+    heartbeats: dict[str, Heartbeat] = {}
+    loops = []
+    for lp in s.loops:
+        hb = None
+        if lp.mode in ("advisory", "closed_loop") and lp.heartbeat_tag is not None:
+            hb = heartbeats.get(lp.heartbeat_tag)
+            if hb is None:
+                hb = Heartbeat(lp.heartbeat_tag, driver_of[lp.heartbeat_tag],
+                               counters[lp.heartbeat_tag], clock=clock, health=health)  # fmt: skip
+                heartbeats[lp.heartbeat_tag] = hb
+        loops.append(
+            ControlLoop(
+                lp,
+                tags=tags,
+                drivers=driver_of,
+                latest=latest,
+                models=models,
+                audit=audit,
+                heartbeat=hb,
+                health=health,
+                clock=clock,
+            )
+        )
+    await models.scan()
+    return Control(
+        audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock, key
+    )

@@ -1,0 +1,1 @@
+"""Process objectives, one module each, chosen per loop by configuration."""

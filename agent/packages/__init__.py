@@ -1,0 +1,1 @@
+"""Model packages: manifest, signature keys, ONNX session and the package manager."""

@@ -1,0 +1,1 @@
+"""The quality truth loop: lab results, predictions joined to them, model monitoring."""

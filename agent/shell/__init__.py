@@ -1,1 +1,0 @@
-"""Imperative shell: everything that touches sockets, files, signals, threads and time."""

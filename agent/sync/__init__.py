@@ -1,0 +1,1 @@
+"""Upload to the cloud: the upload policy (pure), HTTP and TLS, the uploader and its ledger."""
