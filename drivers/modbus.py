@@ -3,7 +3,9 @@
 Owns: one session per `run()` (connect; scan every `poll_interval_s` on a drift-free grid;
 emit one batch a scan: Good samples every scan, a non-Good one only when the tag's status
 changes; mark everything Bad_NoCommunication on the way out), resolving tags into points,
-writes, the session-level logs, the counters and each tag's latest emitted status.
+writes, the session-level logs, the counters, each tag's latest emitted status, and what the
+driver reports about itself (`figures()`: per-unit error counters, statuses named by
+agent.domain.samples, which lists every code this driver emits).
 Must not: talk to pymodbus except through drivers.modbus_link, run the requests of a scan
 (drivers.modbus_scanner), decode registers (drivers.modbus_codec), plan requests
 (drivers.modbus_plan), retry a write, swallow a cancellation, or catch `Exception`.
@@ -24,6 +26,7 @@ connection raises `ConnectionLostError` for the supervisor; cancellation propaga
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 
@@ -35,13 +38,17 @@ from agent.domain.errors import ConnectionLostError, DeviceTimeoutError, WriteRe
 from agent.domain.logger import get_logger
 from agent.domain.samples import (
     BAD_NO_COMMUNICATION,
+    ERROR_COUNTERS,
     GOOD,
+    DriverFigures,
     DriverState,
     Sample,
     SampleSink,
     TagHealth,
     TagStatuses,
     WriteResult,
+    status_name,
+    tag_problems,
 )
 from drivers.modbus_codec import TagCodec, WriteValueError
 from drivers.modbus_link import Garbled, Link
@@ -130,6 +137,24 @@ class ModbusDriver:
     def tag_health(self) -> TagHealth:
         """The tags by their latest emitted status (Bad and Uncertain ones named)."""
         return self._statuses.health()
+
+    def figures(self) -> DriverFigures:
+        """State, samples, reconnects, tags, the error counters of every unit, all counters.
+
+        Status names come from agent.domain.samples: this driver emits only the codes
+        listed there."""
+        counters = self._counters.copy()
+        details = dataclasses.asdict(counters)
+        details["units"] = {str(unit): c for unit, c in details["units"].items()}
+        units = {
+            unit: {key: getattr(c, key) for key in ERROR_COUNTERS}
+            for unit, c in counters.units.items()
+        }
+        health = self._statuses.health()
+        return DriverFigures(
+            self.name, "modbus", str(self._state), self.samples_emitted, self.reconnects,
+            details, health, units, tag_problems(health, status_name),
+        )  # fmt: skip
 
     async def run(self, emit: SampleSink) -> None:
         """One session: connect, scan until the connection is lost, then raise."""

@@ -71,6 +71,17 @@ class _Undecodable(ModbusException):
     """Set on pymodbus' pending request when its answer could not be decoded."""
 
 
+def _fail(pending: asyncio.Future[Any], error: ModbusException) -> None:
+    """Fail pymodbus' pending request with `error`, retrieved even if nobody awaits it.
+
+    pymodbus makes a response future before the first request: when the peer hangs up first,
+    no one awaits it, and asyncio would log "Future exception was never retrieved" at ERROR
+    when it is collected. A request that does await it still gets `error` raised.
+    """
+    pending.set_exception(error)
+    pending.add_done_callback(lambda done: done.exception())
+
+
 class Link:
     """One pymodbus client and the lock that keeps it to one request at a time."""
 
@@ -143,7 +154,7 @@ class Link:
             return
         pending = getattr(getattr(self._client, "ctx", None), "response_future", None)
         if isinstance(pending, asyncio.Future) and not pending.done():
-            pending.set_exception(ConnectionException(f"connection to {self.where} lost"))
+            _fail(pending, ConnectionException(f"connection to {self.where} lost"))
 
     def _decode_or_fail(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
         """pymodbus' `callback_data`, called from `data_received`: decode what arrived.
@@ -159,7 +170,7 @@ class Link:
             pending = getattr(self._client.ctx, "response_future", None)
             if isinstance(pending, asyncio.Future) and not pending.done():
                 frame = data[:16].hex(" ") + (" ..." if len(data) > 16 else "")
-                pending.set_exception(_Undecodable(f"an answer that cannot be decoded: {frame}"))
+                _fail(pending, _Undecodable(f"an answer that cannot be decoded: {frame}"))
             return len(data)
         return used
 

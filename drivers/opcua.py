@@ -1,9 +1,10 @@
 """The OPC UA driver: one `[[sources]]` entry of kind "opcua", as a `agent.domain.samples.Driver`.
 
 Owns: the driver's lifecycle across sessions (state, counters, each tag's latest status,
-recovery logs), the configuration-side checks of a write (known tag, `writable = true`,
-write limits, scale and offset), the mapping of a write's status into `WriteResult` /
-`WriteRejectedError`, and the one-shot `read_once` for `edge-agent read`.
+recovery logs), what it reports about itself (`figures()`, statuses named by asyncua's
+table: a server may send any code), the configuration-side checks of a write (known tag,
+`writable = true`, write limits, scale and offset), the mapping of a write's status into
+`WriteResult` / `WriteRejectedError`, and the one-shot `read_once` for `edge-agent read`.
 Must not: retry or sleep between sessions (`run()` is ONE session; the supervisor restarts
 it with the shared backoff), touch asyncua outside the modules it delegates to
 (opcua_connect, opcua_session), write a tag that is not `writable = true`, or log secrets.
@@ -40,12 +41,14 @@ from agent.domain.errors import ConnectionLostError, WriteRejectedError
 from agent.domain.logger import get_logger
 from agent.domain.samples import (
     BAD_NO_COMMUNICATION,
+    DriverFigures,
     DriverState,
     Sample,
     SampleSink,
     TagHealth,
     TagStatuses,
     WriteResult,
+    tag_problems,
 )
 from drivers.opcua_connect import ConnectOptions, close, connect
 from drivers.opcua_health import Notes, OpcUaCounters
@@ -111,6 +114,16 @@ class OpcUaDriver:
     def tag_health(self) -> TagHealth:
         """The tags by their latest emitted status (Bad and Uncertain ones named)."""
         return self._statuses.health()
+
+    def figures(self) -> DriverFigures:
+        """State, samples, reconnects, tags and every counter; statuses named by asyncua's
+        table (a server may send any code)."""
+        c = self.counters
+        health = self._statuses.health()
+        return DriverFigures(
+            self.name, "opcua", str(self._state), c.samples_emitted, c.reconnects,
+            dataclasses.asdict(c), health, not_good=tag_problems(health, status_name),
+        )  # fmt: skip
 
     @property
     def application_uri(self) -> str:

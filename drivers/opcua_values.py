@@ -25,6 +25,7 @@ from typing import Any, cast
 from asyncua import ua
 from asyncua.ua.status_codes import code_to_name_doc
 
+from agent.domain import samples
 from agent.domain.samples import BAD_TYPE_MISMATCH, Sample, Value
 
 __all__ = [
@@ -42,12 +43,12 @@ _INFO_MASK = 0x0C80
 
 
 def status_name(status: int) -> str:
-    """The symbolic name of a status code (info bits ignored); unknown ones as 'Bad_0x...'."""
+    """The symbolic name of a status code (info bits ignored), from asyncua's full table; any
+    other is named by the domain's rule (agent.domain.samples.status_name: 'Bad_0x...')."""
     code = status & 0xFFFF0000
     if code in code_to_name_doc:
         return str(code_to_name_doc[code][0])
-    severity = "Bad" if code & 0x80000000 else ("Uncertain" if code & 0x40000000 else "Good")
-    return f"{severity}_0x{code:08X}"
+    return samples.status_name(code)
 
 
 def is_overflow(status: int) -> bool:

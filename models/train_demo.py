@@ -10,7 +10,7 @@ Must not: run at agent run time (training dependencies are the `train` dependenc
 Invariants: deterministic for a seed; the validation errors it prints are measured on the
 held-out period only.
 
-Retraining is one command (after `.tools/bin/uv sync --group train`):
+Retraining is one command (after `.tools/bin/uv sync --extra demo --group train`):
     .venv/bin/python models/train_demo.py models/vrm-quality/1.0.0 [--days 90] [--seed 0]
 It writes model.onnx, manifest.json (docs/model-package.md) and training.json; then
 `edge-agent model sign models/vrm-quality/1.0.0 --key KEY` signs it.

@@ -1,10 +1,12 @@
 """Build the offline installation bundle: `edge-agent-<version>-<pytag>-<platform>.tar.gz`.
 
 Owns: turning uv.lock into a bundle a plant PC without network can install from: the agent's
-wheel, every dependency's wheel for the target Python and platform, a requirements file with
-the sha256 of every wheel (the lockfile's hashes, plus the agent wheel's own), the systemd
-files, the shipped configurations and model packages, `install.sh`, and a SHA256SUMS over all
-of it. A SHA256SUMS for the tarball itself is written beside it.
+wheel, the wheels of what the agent needs to run for the target Python and platform (the
+project's dependencies only: no dev group and no extra, so not matplotlib, which only the
+demo's chart uses: the `demo` extra), a requirements file with the sha256 of every wheel
+(the lockfile's hashes, plus the agent wheel's own), the systemd files, the shipped
+configurations and model packages, `install.sh`, and a SHA256SUMS over all of it. A
+SHA256SUMS for the tarball itself is written beside it.
 
 Must not: resolve anything anew (the lockfile is the only source of versions and hashes),
 build a dependency from source (`--only-binary=:all:`), or touch the project's .venv.

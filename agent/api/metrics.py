@@ -31,22 +31,24 @@ from prometheus_client.metrics_core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from agent.api.source_status import driver_figures, source_health
+from agent.api.source_status import source_health
 from agent.api.status import StatusSource, quantiles, readiness
 from agent.buffer.buffer import OutageBudget
-from agent.domain.samples import DriverState
-from drivers.modbus import ModbusDriver
+from agent.domain.samples import ERROR_COUNTERS, DriverState
 
 __all__ = ["CONTENT_TYPE", "AgentCollector", "new_registry", "render"]
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-_MODBUS_COUNTERS = (
-    ("requests", "requests", "Modbus requests sent (reads and writes)."),
-    ("exceptions", "exceptions", "Modbus exception responses."),
-    ("timeouts", "timeouts", "Modbus requests without an answer within timeout_s."),
-    ("garbled", "garbled_answers", "Modbus answers that cannot answer their request "
-     "(undecodable, another function code, the wrong size)."),
-)  # fmt: skip
+UNIT_METRICS: dict[str, tuple[str, str]] = {  # per ERROR_COUNTERS key: metric name, help
+    "requests": ("requests", "Modbus requests sent (reads and writes)."),
+    "exceptions": ("exceptions", "Modbus exception responses."),
+    "timeouts": ("timeouts", "Modbus requests without an answer within timeout_s."),
+    "garbled": ("garbled_answers", "Modbus answers that cannot answer their request "
+                "(undecodable, another function code, the wrong size)."),
+}  # fmt: skip
+"""How each of the driver's `ERROR_COUNTERS` is exposed (a source with units: Modbus). The
+series follow `ERROR_COUNTERS` itself: a counter missing here fails the first scrape and
+tests/unit/test_metrics_counters.py."""
 
 
 class AgentCollector(Collector):
@@ -118,7 +120,7 @@ class AgentCollector(Collector):
             labels=["source", "quality"],
         )
         for driver in self._app.drivers:
-            f = driver_figures(driver)
+            f = driver.figures()
             connected.add_metric([f.name], float(f.state == DriverState.CONNECTED))
             for s in DriverState:
                 state.add_metric([f.name, str(s)], float(f.state == s))
@@ -133,14 +135,17 @@ class AgentCollector(Collector):
 
     def _modbus(self) -> Iterator[Metric]:
         families = {
-            key: CounterMetricFamily(f"edge_agent_modbus_{name}", doc, labels=["source", "unit"])
-            for key, name, doc in _MODBUS_COUNTERS
-        }
+            key: CounterMetricFamily(
+                f"edge_agent_modbus_{UNIT_METRICS[key][0]}", UNIT_METRICS[key][1],
+                labels=["source", "unit"],
+            )
+            for key in ERROR_COUNTERS
+        }  # fmt: skip
         for driver in self._app.drivers:
-            if isinstance(driver, ModbusDriver):
-                for unit, counters in sorted(driver.counters().units.items()):
-                    for key, family in families.items():
-                        family.add_metric([driver.name, str(unit)], getattr(counters, key))
+            f = driver.figures()
+            for unit, counters in sorted((f.units or {}).items()):
+                for key, family in families.items():
+                    family.add_metric([f.name, str(unit)], counters[key])
         yield from families.values()
 
     def _buffer(self) -> Iterator[Metric]:

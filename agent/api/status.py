@@ -3,7 +3,7 @@
 Owns: the shape of the status document (agent, health, drivers, buffer and outage budget,
 uploader and drain progress, control loops, active models) and how each component's figures
 are read for it (also used by ``agent.api.metrics``, so the two never disagree; a source's
-entry and figures come from ``agent.api.source_status``);
+entry comes from ``agent.api.source_status``, its figures from the driver's ``figures()``);
 ``config_digest``, the sha256 of the configuration file read once at start.
 Must not: change, await or lock anything it reads, do I/O (``config_digest`` aside, called once
 by the composition root, and the process's own /proc/self/status), log, or import the
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.api.process_memory import resident
-from agent.api.source_status import DriverFigures, driver_figures, source_entry
+from agent.api.source_status import source_entry
 from agent.buffer.buffer import Buffer
 from agent.config.loader import LoadedConfig
 from agent.control.loop_stats import LoopStats
@@ -36,11 +36,9 @@ from agent.sync.uploader import Uploader
 
 __all__ = [
     "QUANTILES",
-    "DriverFigures",
     "StatusSource",
     "build_status",
     "config_digest",
-    "driver_figures",
     "inference_summary",
     "quantiles",
     "readiness",

@@ -1,12 +1,13 @@
 """The buffer's outage budget: how long it can hold out without the cloud, and what it lost.
 
-Owns: ``OutageBudget`` (the figures /status, /metrics, the systemd status line and the remote
-``buffer_stats`` diagnostic show) and computing it from the store's published counters, the
-put-rate meter and the time, including ``problem``: the one line that says the buffer cannot
-keep what it is given (a full disk), or None.
-Must not: do I/O or touch SQLite (it reads the immutable ``Counters`` the writer publishes).
-Invariants: a pure function of its arguments; ``problem`` is not None exactly while
-``disk_full`` is true.
+Owns: ``Counters`` (the immutable figures agent.buffer.store publishes after every
+operation), ``OutageBudget`` (the figures /status, /metrics, the systemd status line and the
+remote ``buffer_stats`` diagnostic show) and computing it from the store's published
+counters, the put-rate meter and the time, including ``problem``: the one line that says the
+buffer cannot keep what it is given (a full disk), or None.
+Must not: do I/O, touch SQLite, read a clock or log (pure: the time comes in as arguments).
+Invariants: ``outage_budget`` is a function of its arguments alone; ``problem`` is not None
+exactly while ``disk_full`` is true.
 """
 
 from __future__ import annotations
@@ -15,9 +16,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.buffer.retention import RateMeter, db_cap_bytes, hours_left
-from agent.buffer.store import Counters
 
-__all__ = ["OutageBudget", "outage_budget"]
+__all__ = ["Counters", "OutageBudget", "outage_budget"]
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the store publishes after every operation (agent.buffer.store fills it)."""
+
+    bytes_used: int
+    blocks_pending: int
+    samples_pending: int
+    oldest_created: float | None
+    evictions: Mapping[str, int]
+    quarantined: int
+    next_seq: int
+    dropped_samples: Mapping[str, int]
+    dropped_blocks: Mapping[str, int]
+    disk_full: bool
+    disk_free_bytes: int | None
+    capacity_bytes: int | None  # what the cap and the disk let the database use
 
 
 @dataclass(frozen=True)

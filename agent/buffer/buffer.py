@@ -3,7 +3,7 @@
 Owns: the store's identity (agent_id, epoch), the asyncio API the block builder and the
 uploader use, the one writer thread that runs every SQLite call (its queue keeps put order),
 and reporting a corrupt file that was moved aside. Schema: agent.buffer.schema;
-transactions, seqs and counters: agent.buffer.store (inserts: buffer_insert); the
+transactions, seqs and counters: agent.buffer.store (inserts: agent.buffer.insert); the
 outage budget: agent.buffer.budget; block bytes: agent.buffer.blocks; eviction rules:
 agent.buffer.retention.
 Must not: touch SQLite from the event loop (the loop encodes blocks, then hands them to the

@@ -4,8 +4,8 @@ Owns: the split of ``max_buffer_bytes`` between the database and its write-ahead
 estimate of what one stored block costs on disk, how much the filesystem lets the database
 grow (``disk_cap_bytes``: a state_dir on a filesystem smaller than the cap), the eviction
 order and the choice of victims, the put-rate meter, and "hours left at the current rate".
-Must not: do I/O, read a clock (times are arguments) or know SQL; the shell measures the
-database and asks these functions what to do.
+Must not: do I/O, read a clock (times are arguments) or know SQL; the store (agent.buffer.insert,
+agent.buffer.space) measures the database and the disk and asks these functions what to do.
 Invariants:
 - Eviction order (``EVICTION_ORDER``): quarantined blocks (they will never be sent), then
   telemetry, then catalogs other than the newest, then events; oldest first within each.

@@ -3,9 +3,9 @@
 Owns: the store's operations (insert, via agent.buffer.insert; ack; quarantine; the
 pending query), the blocks the uploader holds (in flight, or acknowledged and not yet
 deleted: never evicted), the outage budget's counters (one immutable ``Counters`` value,
-replaced after every operation), and the mapping of sqlite3 errors into agent.domain.errors
-(``StoreUnavailableError`` and its ``StoreFullError``: retry later; ``StoreCorruptError``:
-stop). Eviction: agent.buffer.evict; the disk: agent.buffer.space.
+of agent.buffer.budget, replaced after every operation), and the mapping of sqlite3 errors
+into agent.domain.errors (``StoreUnavailableError`` and its ``StoreFullError``: retry later;
+``StoreCorruptError``: stop). Eviction: agent.buffer.evict; the disk: agent.buffer.space.
 Must not: be called from the event loop or from two threads (the connection belongs to the
 writer thread), decode blocks (but the announcements in EVENTS blocks it evicts), or decide
 the eviction order (agent.buffer.retention).
@@ -25,13 +25,14 @@ Invariants:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from agent.buffer.blocks import BlockKind
+from agent.buffer.budget import Counters
 from agent.buffer.evict import Evictor
 from agent.buffer.insert import Incoming, Inserter
 from agent.buffer.retention import db_cap_bytes
@@ -78,22 +79,6 @@ class StoredBlock:
     data: bytes
     created: float
     size: int
-
-
-@dataclass(frozen=True)
-class Counters:
-    bytes_used: int
-    blocks_pending: int
-    samples_pending: int
-    oldest_created: float | None
-    evictions: Mapping[str, int]
-    quarantined: int
-    next_seq: int
-    dropped_samples: Mapping[str, int]
-    dropped_blocks: Mapping[str, int]
-    disk_full: bool
-    disk_free_bytes: int | None
-    capacity_bytes: int | None  # what the cap and the disk let the database use
 
 
 @contextmanager

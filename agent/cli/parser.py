@@ -1,8 +1,10 @@
 """The `edge-agent` command line's grammar: sub-commands, options, defaults and help.
 
-Owns: the argparse parser only.
+Owns: the argparse parser, and the option rules argparse cannot state (`check_options`:
+positive quantities, --secure-dir needs --password-file), which exit 2 with the usage.
 Must not: import anything heavy or run anything (`edge-agent --help` stays instant).
-Invariants: every option that carries a quantity names its unit in the help text.
+Invariants: every option that carries a quantity names its unit in the help text; every
+sub-command has its handler module (agent.cli.commands.COMMANDS).
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"configuration file (default {DEFAULT_CONFIG})",
     )
+
+
+def _positive(parser: argparse.ArgumentParser, name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        parser.error(f"{name} must be a positive number, found {value:g}")
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The rules between options, after parsing: `parser.error` (exit 2) on the first broken."""
+    for name in ("time_scale", "lab_time_scale", "duration"):
+        _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
+    if args.command == "simulate" and args.secure_dir is not None and args.password_file is None:
+        parser.error("--secure-dir needs --password-file FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:

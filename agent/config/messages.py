@@ -13,15 +13,26 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from agent.config.settings import SECRET_FIELDS, ModbusSource, OpcUaSource, Settings
+from agent.config.settings import SECRET_FIELDS, ObjectiveSettings, Settings, Source
 from agent.domain.errors import ConfigProblem
 
 ENV_PREFIX = "EDGE_AGENT__"
-_SOURCE_KINDS: dict[str | int, type[BaseModel]] = {"opcua": OpcUaSource, "modbus": ModbusSource}
+
+
+def kinds_of(union: Any) -> dict[str | int, type[BaseModel]]:
+    """`kind` -> settings class of a discriminated union (`Annotated[A | B, ...]` or
+    `Annotated[A, ...]`), read from the schema itself, so a new member needs no list here."""
+    members = get_args(union)[0]
+    classes = get_args(members) or (members,)
+    return {get_args(c.model_fields["kind"].annotation)[0]: c for c in classes}
+
+
+_SOURCE_KINDS = kinds_of(Source)
+_OBJECTIVE_KINDS = kinds_of(ObjectiveSettings)
 
 
 class Lines:
@@ -118,7 +129,10 @@ def _key_path(loc: tuple[str | int, ...]) -> tuple[str, type[BaseModel] | None]:
             parts.append(f"[{item}]")
             continue
         if model is object:  # a discriminated union: this location item is the tag
-            model = _SOURCE_KINDS.get(item)
+            model = _SOURCE_KINDS.get(item) or _OBJECTIVE_KINDS.get(item)
+            continue
+        if item in _OBJECTIVE_KINDS and model is not None and item not in model.model_fields:
+            model = _OBJECTIVE_KINDS[item]  # the tag of `[loops.objective]`: not a key path
             continue
         fields = getattr(model, "model_fields", {}) if model is not None else {}
         parts.append(("." if parts else "") + item)
@@ -162,7 +176,9 @@ def problem_from_error(error: Mapping[str, Any], file: str, lines: Lines) -> Con
         expected, found = "a value (this key is required)", "nothing"
     elif kind == "union_tag_invalid":
         key = f"{key}.kind"
-        expected, found = f"one of {ctx.get('expected_tags')}", repr(ctx.get("tag"))
+        tag = value.get("kind", ctx.get("tag")) if isinstance(value, dict) else ctx.get("tag")
+        expected, found = f"one of {ctx.get('expected_tags')}", repr(tag)  # as written: 5, 'x'
+
     elif kind == "union_tag_not_found":
         key = f"{key}.kind"
         expected, found = "kind = 'opcua' or kind = 'modbus'", "nothing"

@@ -180,9 +180,13 @@ class GridAxis(Section):
         return self
 
 
-class Objective(Section):
-    """Constraints and objective of the cement grid search (plant-model 2.3)."""
+class CementMillObjective(Section):
+    """`[loops.objective]` with kind "cement_mill": the cement mill's quality and CO2 objective
+    (plant-model 2.3; agent.objectives.cement_mill). Its schema lives here, with the rest of
+    the file's schema, because the configuration layer sits below the objectives: the file is
+    validated (and a bad key reported with its line) before any objective is built."""
 
+    kind: Literal["cement_mill"] = "cement_mill"
     s28_target_mpa: float = 47.5
     risk_z: Annotated[float, Field(ge=0)] = 1.0
     blaine_min_cm2g: float = 3500.0
@@ -192,6 +196,26 @@ class Objective(Section):
     capacity_margin: Annotated[float, Field(ge=1.0)] = 1.03
     clinker_co2_kg_per_t: Annotated[float, Field(ge=0)] = 830.0
     electricity_co2_kg_per_kwh: Annotated[float, Field(ge=0)] = 0.4
+
+
+DEFAULT_OBJECTIVE_KIND = "cement_mill"
+
+
+def _objective_kind(value: object) -> object:
+    """A `[loops.objective]` table without `kind` is the cement mill's (every file written
+    before objectives were plug-ins)."""
+    if isinstance(value, dict) and "kind" not in value:
+        return {"kind": DEFAULT_OBJECTIVE_KIND, **value}
+    return value
+
+
+ObjectiveSettings = Annotated[
+    CementMillObjective,  # a new objective: `CementMillObjective | ItsSettings`
+    Field(discriminator="kind"),
+    BeforeValidator(_objective_kind),
+]
+"""The settings of a loop's objective, one class per `kind` (agent.objectives.registry maps
+each kind to its objective). An unknown kind is refused when the file is loaded."""
 
 
 class Loop(Section):
@@ -219,7 +243,7 @@ class Loop(Section):
     feature_window_s: PositiveSeconds = 60.0
     estimator_window_s: PositiveSeconds = 1800.0
     grid: list[GridAxis] = []
-    objective: Objective = Objective()
+    objective: ObjectiveSettings = CementMillObjective()
     envelope_min: float
     envelope_max: float
     max_step: Annotated[float, Field(gt=0)]

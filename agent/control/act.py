@@ -5,29 +5,56 @@ protocol of plant-model 3 E (write once, check the status, then wait for the eff
 setpoint to follow within readback_timeout_s and readback_tolerance; a mismatch while the
 PLC still grants remote is a safety event; remote withdrawn during the wait is not), and
 advisory mode (write the suggestion, its id and its predicted effect to HMI tags; act only
-when the operator writes that id to the acknowledgement tag before it expires).
+when the operator writes that id to the acknowledgement tag before it expires). Each
+step answers with typed record parts (agent.control.record): the write with its read-back,
+the advice; durations are measured on the injected clock.
 Must not: decide whether to write (agent.control.loop runs the gates and the guard first),
-retry a write, or replay a suggestion after a restart (pending advice lives in memory only).
+retry a write, replay a suggestion after a restart (pending advice lives in memory only),
+or name what the advice's effect is (the loop's objective does).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from agent.config.settings import Loop, Tag
+from agent.control.record import Advice, Outcome, ReadBack, WriteRecord, WriteStatus
 from agent.domain.clock import Clock
 from agent.domain.errors import ConnectionLostError, RetryableError, WriteRejectedError
 from agent.domain.latest import LatestValues
 from agent.domain.logger import get_logger
 from agent.domain.samples import Driver, Quality
 
-__all__ = ["READBACK_POLL_S", "Actor"]
+__all__ = ["READBACK_POLL_S", "Actor", "AdviceStep", "WriteOutcome"]
 
 READBACK_POLL_S = 0.05
 log = get_logger(__name__)
+
+
+class WriteOutcome(StrEnum):
+    """How a write ended (the loop counts them in `LoopStats.writes`)."""
+
+    OK = "ok"  # accepted and read back
+    REJECTED = "rejected"
+    CONNECTION_LOST = "connection_lost"
+    UNKNOWN = "unknown"
+    READBACK_MISMATCH = "readback_mismatch"
+    REMOTE_WITHDRAWN = "remote_withdrawn"
+
+
+@dataclass(frozen=True)
+class AdviceStep:
+    """What advisory mode did this cycle: `act` (the operator acknowledged this value: write
+    it), else the cycle's outcome and reason; the advice shown and the advice that expired."""
+
+    act: bool
+    advice: Advice | None = None
+    expired: Advice | None = None
+    outcome: Outcome | None = None
+    reason: str | None = None
 
 
 class Actor:
@@ -45,7 +72,7 @@ class Actor:
         self.loop, self._tags, self._drivers = loop, tags, drivers
         self._latest, self._clock = latest, clock
         self.readback = loop.readback_tag or loop.target_tag
-        self.pending: dict[str, Any] | None = None  # the advice waiting for an ack
+        self.pending: Advice | None = None  # the advice waiting for an ack
         self.decision_s: list[float] = []
 
     def _value(self, tag: str | None) -> float | None:
@@ -88,38 +115,33 @@ class Actor:
         self,
         current: float,
         value: float,
-        rec: dict[str, Any],
         started: float,
         on_move: Callable[[float, float], Awaitable[None]],
-    ) -> str:
-        """The write protocol; fills rec["write"]; returns ok / rejected / connection_lost /
-        unknown / readback_mismatch / remote_withdrawn. `on_move` runs as soon as the PLC may
-        have applied the value, before the read-back wait (which a shutdown may cut short)."""
-        lp = self.loop
-        issued = time.perf_counter()
+    ) -> tuple[WriteOutcome, WriteRecord]:
+        """The write protocol: how it ended, and its record. `started` is the cycle's start
+        on the clock's monotonic time; `on_move` runs as soon as the PLC may have applied the
+        value, before the read-back wait (which a shutdown may cut short)."""
+        lp, mono = self.loop, self._clock.monotonic
+        issued = mono()
         self.decision_s.append(issued - started)
         del self.decision_s[:-1000]
         before = self._latest.get(self.readback)  # a read-back must be a newer sample
         status, problem = await self._write(lp.target_tag, value)
-        w: dict[str, Any] = {
-            "tag": lp.target_tag,
-            "from": current,
-            "value": value,
-            "decision_ms": round((issued - started) * 1000, 3),
-        }
-        rec["write"] = w
+        w = WriteRecord(lp.target_tag, current, value, round((issued - started) * 1000, 3),
+                        WriteStatus.ACCEPTED)  # fmt: skip
         if status in ("rejected", "not_sent"):
-            w.update(status="rejected" if status == "rejected" else "connection_lost")
-            w["reason"] = problem
+            rejected = status == "rejected"
+            w = replace(w, reason=problem, status=WriteStatus.REJECTED if rejected else
+                        WriteStatus.CONNECTION_LOST)  # fmt: skip
             log.warning("setpoint_write_failed", loop=lp.name, value=value, error=problem)
-            return str(w["status"])
+            return (WriteOutcome.REJECTED if rejected else WriteOutcome.CONNECTION_LOST), w
         await on_move(current, value)
         if status == "unknown":
-            w.update(status="unknown", reason=f"{problem} (the value may have been applied)")
+            w = replace(w, status=WriteStatus.UNKNOWN,
+                        reason=f"{problem} (the value may have been applied)")  # fmt: skip
             log.warning("setpoint_write_unknown", loop=lp.name, value=value, error=problem)
-            return "unknown"
-        w["status"] = "accepted"
-        sent = self._clock.monotonic()
+            return WriteOutcome.UNKNOWN, w
+        sent = mono()
         deadline = sent + lp.readback_timeout_s
         seen: float | None = None
         while True:
@@ -127,7 +149,7 @@ class Actor:
             seen = self._value(self.readback)
             fresh = s is not None and s is not before  # judged on the PLC's samples only
             if seen is not None and abs(seen - value) <= lp.readback_tolerance and fresh:
-                w.update(readback=seen, readback_s=round(self._clock.monotonic() - sent, 3))
+                w = replace(w, readback=ReadBack(seen, round(mono() - sent, 3)))
                 log.info(
                     "setpoint_written",
                     loop=lp.name,
@@ -136,62 +158,59 @@ class Actor:
                     previous=current,
                     readback=seen,
                 )
-                return "ok"
+                return WriteOutcome.OK, w
             if not self._remote():
-                w.update(readback=seen, reason="the PLC withdrew remote during the read-back")
-                return "remote_withdrawn"
-            if self._clock.monotonic() >= deadline:
+                why = "the PLC withdrew remote during the read-back"
+                return WriteOutcome.REMOTE_WITHDRAWN, replace(w, readback=ReadBack(seen),
+                                                               reason=why)  # fmt: skip
+            if mono() >= deadline:
                 break
             await self._clock.sleep(READBACK_POLL_S)
         reason = (
             f"read-back mismatch: {self.readback} = {seen} after {lp.readback_timeout_s:g} s,"
             f" expected {value:g} +- {lp.readback_tolerance:g}"
         )
-        w.update(readback=seen, reason=reason)
-        return "readback_mismatch"
+        return WriteOutcome.READBACK_MISMATCH, replace(w, readback=ReadBack(seen), reason=reason)
 
     async def advise(
-        self, value: float, choice: Mapping[str, Any], rec: dict[str, Any], now: float
-    ) -> bool:
-        """Advisory mode: publish the suggestion; True when the operator acknowledged it."""
+        self, value: float, effect: tuple[str, float | None], now: float
+    ) -> AdviceStep:
+        """Advisory mode: publish the suggestion with its predicted effect (the objective's
+        metric name and value); `act` when the operator acknowledged it."""
         lp, pending = self.loop, self.pending
         ack = self._latest.get(lp.ack_tag) if lp.ack_tag else None
-        if pending is not None and now - pending["time"] > lp.advice_expiry_s:
-            rec["advice_expired"] = pending
-            pending = self.pending = None
+        expired = None
+        if pending is not None and now - pending.time > lp.advice_expiry_s:
+            expired, pending = pending, None
+            self.pending = None
         acked = (
             pending is not None
             and ack is not None
             and ack.quality is Quality.GOOD
-            and ack.value == pending["id"]
-            and ack.source_time >= pending["time"] - 1.0
+            and ack.value == pending.id
+            and ack.source_time >= pending.time - 1.0
         )
         if acked and pending is not None and ack is not None:
-            rec["advice"] = {**pending, "acknowledged": True, "ack_time": ack.source_time}
+            shown = replace(pending, acknowledged=True, ack_time=ack.source_time)
             self.pending = None
-            if abs(pending["value"] - value) > max(lp.deadband, 1e-9):
-                rec["outcome"], rec["reason"] = "hold", "acknowledged advice is out of date"
-                return False
-            return True
-        if pending is not None and abs(pending["value"] - value) <= max(lp.deadband, 1e-9):
-            rec["advice"] = {**pending, "acknowledged": False}
-            rec["outcome"], rec["reason"] = "advise", "waiting for the operator"
-            return False
-        ident = int(now) % 2**31
-        effect = choice.get("candidates", {}).get("best", {}).get("s28")
-        advice = {"id": ident, "value": value, "time": now, "effect_s28": effect}
+            if abs(pending.value - value) > max(lp.deadband, 1e-9):
+                return AdviceStep(False, shown, expired, Outcome.HOLD,
+                                  "acknowledged advice is out of date")  # fmt: skip
+            return AdviceStep(True, shown, expired)
+        if pending is not None and abs(pending.value - value) <= max(lp.deadband, 1e-9):
+            return AdviceStep(False, replace(pending, acknowledged=False), expired,
+                              Outcome.ADVISE, "waiting for the operator")  # fmt: skip
+        advice = Advice(int(now) % 2**31, value, now, effect[0], effect[1])
         for tag, v in (
             (lp.advice_value_tag, value),
-            (lp.advice_id_tag, ident),
-            (lp.advice_effect_tag, effect),
+            (lp.advice_id_tag, advice.id),
+            (lp.advice_effect_tag, advice.effect),
         ):
             if tag is not None and v is not None:
                 status, problem = await self._write(tag, v)
                 if status != "accepted":
-                    rec["outcome"], rec["reason"] = "blocked", f"advice write: {problem}"
-                    rec["advice"] = advice
-                    return False
+                    return AdviceStep(False, advice, expired, Outcome.BLOCKED,
+                                      f"advice write: {problem}")  # fmt: skip
         self.pending = advice
-        rec["advice"] = {**advice, "acknowledged": False}
-        rec["outcome"], rec["reason"] = "advise", "suggestion shown to the operator"
-        return False
+        return AdviceStep(False, replace(advice, acknowledged=False), expired, Outcome.ADVISE,
+                          "suggestion shown to the operator")  # fmt: skip

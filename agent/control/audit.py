@@ -9,8 +9,9 @@ the chain verifiable (the last pruned hash becomes the anchor), and `verify_file
 Must not: decide anything; records are built by their authors (control loops, the model
 manager, remote support). The chain's rules live in agent.control.audit_chain.
 Invariants: a record is committed (synchronous=FULL) before `record` returns, on a worker
-thread, never on the event loop; seq never repeats; the database is never rewritten, only
-appended to and pruned from its oldest end.
+thread, never on the event loop (`record_whole`: also when its caller is cancelled); seq
+never repeats; the database is never rewritten, only appended to and pruned from its
+oldest end.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from agent.control.audit_chain import GENESIS, ChainReport, canonical, record_hash, verify_chain
 from agent.domain.clock import Clock
+from agent.domain.errors import EdgeAgentError
 from agent.domain.logger import get_logger
 
 __all__ = ["AUDIT_FILE", "AuditLog", "verify_file"]
@@ -96,9 +98,30 @@ class AuditLog:
         if self.sink is not None:
             try:
                 await self.sink([event])
-            except Exception as exc:  # noqa: BLE001 - the local chain is the record of truth
+            except EdgeAgentError as exc:  # a store error: the local chain is the record of truth
                 log.error("audit_forward_failed", seq=seq, error=str(exc))
         return event
+
+    async def record_whole(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        *,
+        loop: str | None = None,
+        move: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
+        """`record`, which a cancellation does not cut short: a cancel of the caller waits
+        until the record is committed (and forwarded), then propagates."""
+        task = asyncio.ensure_future(self.record(kind, body, loop=loop, move=move))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        return task.result()
 
     def _insert(self, row: tuple[Any, ...]) -> None:
         with self._lock:
@@ -131,16 +154,32 @@ class AuditLog:
 
         return await asyncio.to_thread(query)
 
-    async def prune(self, retention_days: float) -> int:
-        """Drop records older than the retention; the last dropped hash becomes the anchor."""
+    async def prune(self, retention_days: float, *, keep_loops: Sequence[str] = ()) -> int:
+        """Drop records older than the retention; the last dropped hash becomes the anchor.
+
+        The last cycle record of every loop in `keep_loops` is kept whatever its age (and so
+        everything after it: the chain is pruned from its start only): a restart reads a
+        loop's safety stop and baseline from it, even when the agent was down for longer
+        than the retention.
+        """
         cutoff = self._clock.now() - retention_days * 86400.0
+        names = list(keep_loops)
 
         def run() -> int:
             with self._lock:
+                below = self._seq
+                if names:
+                    (first_kept,) = self._db.execute(
+                        "SELECT MIN(last) FROM (SELECT MAX(seq) AS last FROM audit "
+                        "WHERE kind = 'cycle' AND loop IN (SELECT value FROM json_each(?)) "
+                        "GROUP BY loop)",
+                        (json.dumps(names),),
+                    ).fetchone()
+                    below = min(below, first_kept) if first_kept is not None else below
                 row = self._db.execute(
                     "SELECT seq, hash FROM audit WHERE time < ? AND seq < ? ORDER BY seq DESC "
                     "LIMIT 1",
-                    (cutoff, self._seq),
+                    (cutoff, below),
                 ).fetchone()
                 if row is None:
                     return 0

@@ -2,7 +2,8 @@
 
 Owns: the verdicts of gate 1 (the PLC grants remote and echoes the agent's heartbeat) and
 gate 2 (every model input is present, Good or Uncertain within its allowance, fresh, not
-frozen, finite and inside the model's training range), as plain values for the audit.
+frozen, finite, and the value the model will see is inside the model's training range; a
+feature the agent derives is inside it too), as plain values for the audit.
 Must not: read a clock, do I/O, log, or look anything up: every time is a float passed in
 (unix seconds, the same clock as `Sample.source_time`), every history and range is handed
 over by the shell. It never repairs or imputes a value; it only says yes or no, and why.
@@ -15,7 +16,9 @@ Rules (checked in this order; the first that fails is the verdict's reason):
     input      present -> not Bad -> not Good_LocalOverride -> timestamps finite and not
                in the future beyond `future_tolerance_s` -> age <= max_age_s ->
                Uncertain only while age <= uncertain_max_age_s (0 = never) -> a number
-               -> finite -> not frozen -> inside the training range
+               -> finite -> not frozen -> inside the training range (the value the model
+               will see: the shell's window mean when it hands one over, else the sample's)
+    derived    each derived feature (no tag of its own) inside the training range
 
 Invariants (property-tested): the functions never raise on any float, status or value;
 every verdict carries a non-empty reason; an ok input verdict implies a finite numeric value
@@ -39,6 +42,7 @@ __all__ = [
     "InputRule",
     "InputSpec",
     "Verdict",
+    "check_derived",
     "check_handshake",
     "check_input",
     "check_inputs",
@@ -191,12 +195,15 @@ def check_input(
     now: float,
     *,
     future_tolerance_s: float = FUTURE_TOLERANCE_S,
+    value: float | None = None,
 ) -> Verdict:
     """Gate 2 for one input; see the module docstring for the order of the rules.
 
     `history` holds the input's recent values, oldest first, ending with the current one;
     the input is frozen when its last `frozen_after_samples` values are all identical
-    (only checked when the rule asks for it and the history is long enough).
+    (only checked when the rule asks for it and the history is long enough). `value` is
+    what the model will see (e.g. the mean of the input's window), the value the training
+    range judges; None: the sample's own value.
     """
     name = rule.feature
     gate = f"input:{name}"
@@ -225,20 +232,21 @@ def check_input(
                 f"(Uncertain allowed for {allowance:g} s)"
             )
         ok_reason = f"ok (Uncertain, {age:.1f} s old, allowed {allowance:g} s)"
-    value = _number(sample.value)
-    if value is None:
+    number = _number(sample.value)
+    if number is None:
         return no(f"{name} is {sample.value!r}, not a number")
-    if not math.isfinite(value):
-        return no(f"{name} is {value!r}, not finite")
+    if not math.isfinite(number):
+        return no(f"{name} is {number!r}, not finite")
     n = rule.frozen_after_samples
     if n > 0 and len(history) >= n:
         last = list(history[-n:])
         if all(v == last[0] for v in last):
             return no(f"{name} frozen: the last {n} values are all {last[0]!r}")
     if training_range is not None:
+        seen = number if value is None else value
         lo, hi = training_range
-        if not lo <= value <= hi:
-            return no(f"{name} = {value:g} is out of the model's training range [{lo:g}, {hi:g}]")
+        if not lo <= seen <= hi:
+            return no(f"{name} = {seen:.6g} is out of the training range [{lo:.6g}, {hi:.6g}]")
     return Verdict(gate, True, ok_reason)
 
 
@@ -250,12 +258,15 @@ def check_inputs(
     now: float,
     *,
     future_tolerance_s: float = FUTURE_TOLERANCE_S,
+    values: Mapping[str, float] | None = None,
 ) -> tuple[list[Verdict], bool]:
     """Gate 2 for every input: all verdicts (for the audit) and whether the cycle may go on.
 
     `samples` and `histories` are keyed by tag (what the drivers and the buffer know),
-    `ranges` by feature (what the model's metadata knows). The cycle may go on only if every
-    critical input is ok; a loop with no inputs at all fails closed.
+    `ranges` and `values` (what the model will see, e.g. each feature's own window mean:
+    two features may read one tag over different windows) by feature (what the model's
+    metadata knows). The cycle may go on only if every critical input is ok; a loop with no
+    inputs at all fails closed.
     """
     if not rules:
         return [Verdict("inputs", False, "the loop declares no inputs")], False
@@ -267,8 +278,22 @@ def check_inputs(
             ranges.get(rule.feature),
             now,
             future_tolerance_s=future_tolerance_s,
+            value=(values or {}).get(rule.feature),
         )
         for rule in rules
     ]
     ok = all(v.ok for rule, v in zip(rules, verdicts, strict=True) if rule.critical)
     return verdicts, ok
+
+
+def check_derived(
+    values: Mapping[str, float], ranges: Mapping[str, tuple[float, float]]
+) -> Verdict:
+    """Gate 2 for the features the agent derives (`values`, by feature): each inside its
+    training range in `ranges` (a feature without one passes; NaN never does)."""
+    for name, value in values.items():
+        lo, hi = ranges.get(name, (-math.inf, math.inf))
+        if not lo <= value <= hi:
+            why = f"{name} = {value:.4g} is out of the training range [{lo:.4g}, {hi:.4g}]"
+            return Verdict("inputs", False, why)
+    return Verdict("inputs", True, "derived features inside the training range")

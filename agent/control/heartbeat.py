@@ -6,7 +6,7 @@ counter cannot pass for ours, and wrapping inside that range: agent.config.heart
 fits it to the tag's type and write limits and to what its echo tags read back), the last
 counter the PLC accepted (`sent`, what gate 1 compares the echo with, modulo
 `counter.size`), and `stop(reason)`: after a safety event the heartbeat stops for good, so
-the PLC's watchdog drops the mill to local control and alarms; only a restart of the
+the PLC's watchdog drops the plant to local control and alarms; only a restart of the
 agent (a person's decision) starts it again.
 Must not: retry a refused write within a beat, or write anything but the counter.
 """

@@ -8,10 +8,11 @@ agent.control.model_fit; the problems come back split into errors and warnings,
 with the line of their key.
 Must not: print or exit (agent.cli.main does), write anything, or load a package for a loop with
 mode "off" (the agent does not load one either).
-Invariants: what it calls an error is what would keep a loop from ever acting when the
-agent runs this configuration on this machine; a warning (a shadow loop's model not here
-yet, a newer version the agent would refuse, a key file no present package needs yet)
-never makes `check` fail.
+Invariants: what it calls an error is what would keep a loop from ever acting, or make it
+act on a model input that is the training mean every cycle, when the agent runs this
+configuration on this machine; a warning (a shadow loop's model not here yet or its derived
+feature without its loop inputs, a newer version the agent would refuse, a key file no
+present package needs yet) never makes `check` fail.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 from agent.config.loader import LoadedConfig
 from agent.config.messages import Lines
-from agent.control.model_fit import Package, absent_package, check_fit
+from agent.control.model_fit import Package, absent_package, check_fit, derived_inputs
 from agent.domain.errors import ConfigProblem
+from agent.packages import versions  # the manager's own order: one place
 from agent.packages.keys import verify_package
-from agent.packages.manager import _key as manager_order  # the manager's own order: one place
 from agent.packages.manifest import ModelRejectedError
 from agent.packages.package import MANIFEST_FILE, load_public_key
 
@@ -44,8 +45,9 @@ class LoopCheckReport:
 
 
 def present_packages(models_dir: Path) -> tuple[dict[str, list[str]], str | None]:
-    """Every `<name>: [versions, newest first]` with a manifest under models_dir, and why
-    models_dir cannot be listed (None when it can, or does not exist)."""
+    """Every `<name>: [versions, newest first, then the folders named no version]` with a
+    manifest under models_dir, and why models_dir cannot be listed (None when it can, or
+    does not exist)."""
     found: dict[str, list[str]] = {}
     try:
         names = sorted(p for p in models_dir.iterdir() if p.is_dir())
@@ -55,12 +57,13 @@ def present_packages(models_dir: Path) -> tuple[dict[str, list[str]], str | None
         return found, f"cannot list {models_dir}: {exc.strerror}"
     for folder in names:
         try:
-            versions = [v.name for v in folder.iterdir() if (v / MANIFEST_FILE).is_file()]
+            listed = [v.name for v in folder.iterdir() if (v / MANIFEST_FILE).is_file()]
         except OSError:
             continue
-        versions = [v for v in versions if not v.startswith(".")]  # a delivery in progress
-        if versions and not folder.name.startswith("."):
-            found[folder.name] = sorted(versions, key=manager_order, reverse=True)
+        listed = [v for v in listed if not v.startswith(".")]  # a delivery in progress
+        if listed and not folder.name.startswith("."):
+            newest = versions.newest_first(listed)
+            found[folder.name] = newest + sorted(set(listed) - set(newest))
     return found, None
 
 
@@ -88,9 +91,14 @@ class _Packages:
     def choose(self, name: str, pin: str | None) -> tuple[Package | None, list[str]]:
         """The version the manager would activate, and why each newer one would be refused."""
         if (name, pin) not in self._seen:
-            refused: list[str] = []
+            listed = [pin] if pin is not None else self.present.get(name, [])
+            refused = [  # as the manager: a folder named no version is refused, never loaded
+                f"{self.models_dir / name / version}: folder name: {problem}"
+                for version in listed
+                if (problem := versions.problem(version)) is not None
+            ]
             chosen = None
-            for version in [pin] if pin is not None else self.present.get(name, []):
+            for version in versions.newest_first(listed):
                 found = _verify(self.models_dir / name / version, name, version, self.key)
                 if isinstance(found, Package):
                     chosen = found
@@ -136,6 +144,8 @@ def check_loop_models(loaded: LoadedConfig) -> LoopCheckReport:
             for why in refused
         ]
         report.errors += check_fit(index, loop, chosen, file)
+        if (needs := derived_inputs(index, loop, chosen, file)) is not None:
+            (report.warnings if loop.mode == "shadow" else report.errors).append(needs)
     if key_problem is not None:
         if key_needed:
             report.errors.insert(0, key_problem)

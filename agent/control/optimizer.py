@@ -1,12 +1,18 @@
-"""The candidate-grid search of plant-model 2.3: where the setpoints should go, and why.
+"""The candidate-grid search (plant-model 2.3), for any objective: where the setpoints should
+go, and why.
 
 Owns: building the candidate grid around "now" (one row per combination of the grid axes,
-every other feature copied), judging the model's predictions for every row against the
-constraints (strength with margin, Blaine window, residue, capacity), the objective (CO2 per
-tonne of cement plus a move penalty), and the choice: the cheapest feasible candidate, or -
-when none is feasible - the one with the largest strength margin (quality first), flagged.
-Must not: run the model, read a clock, do I/O or limit the move: the shell runs one batched
-inference over the grid, and the guard (agent.control.guard) turns the target into a safe move.
+every other feature copied), the generic part of the choice: rows with a non-finite
+prediction, rows the objective cannot judge, rows whose axis values leave the model's
+training range and rows that move another loop's lever are never chosen; the move penalty
+of the axes is added to the objective's cost; the choice is the cheapest row that meets
+every constraint of the objective, or - when none does - the row with the objective's
+largest margin, flagged; a constraint "binds" when the cheapest row it removed was cheaper
+than the choice.
+Must not: run the model, read a clock, do I/O or limit the move (the shell runs one batched
+inference over the grid, and the guard, agent.control.guard, turns the target into a safe
+move); name a process quantity: what a row costs, what it must meet and what the record
+shows of it is the objective's (agent.objectives).
 Invariants: the current point is always the last row (so "now" is predicted with the same
 inference); a row with any non-finite prediction is never chosen; the result is JSON-safe.
 """
@@ -15,16 +21,19 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Axis", "Choice", "Objective", "build_grid", "choose"]
+from agent.control.record import Candidates
+from agent.objectives.base import Objective, Rows
 
-OUTPUTS = ("blaine", "residue45", "s28", "spec_energy")
-"""Model outputs the cement objective needs, by name."""
+__all__ = ["Axis", "Choice", "build_grid", "choose"]
+
+Choice = Candidates
+"""The search's answer is the record's candidate summary."""
 
 
 @dataclass(frozen=True)
@@ -42,45 +51,6 @@ class Axis:
         return np.arange(-n, n + 1, dtype=np.float64) * self.step
 
 
-@dataclass(frozen=True)
-class Objective:
-    """Constraints and CO2 factors (the loop's `[loops.objective]`) and the model's sigma."""
-
-    s28_target: float
-    risk_z: float
-    s28_sigma: float
-    blaine_min: float
-    blaine_max: float
-    residue_max: float
-    power_limit_kw: float
-    capacity_margin: float
-    clinker_co2: float
-    electricity_co2: float
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The chosen target per axis feature and everything the audit and the operator need."""
-
-    target: dict[str, float]
-    feasible: bool
-    feasible_count: int
-    candidates: int
-    binding: list[str]
-    now: dict[str, float]
-    best: dict[str, float]
-    reason: str
-    joint: dict[str, float] | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "target": self.target, "feasible": self.feasible,
-            "feasible_count": self.feasible_count, "candidates": self.candidates,
-            "binding": self.binding, "now": self.now, "best": self.best, "reason": self.reason,
-            "joint": self.joint,
-        }  # fmt: skip
-
-
 def build_grid(x_now: NDArray[np.float64], axes: list[Axis]) -> NDArray[np.float32]:
     """Every combination of the axes' offsets around `x_now`, then `x_now` itself last."""
     combos = np.array(list(itertools.product(*(a.offsets() for a in axes))), dtype=np.float64)
@@ -95,57 +65,35 @@ def _round(value: float) -> float:
 
 
 def choose(
-    grid: NDArray[np.float32],
-    y: NDArray[np.float32],
+    rows: Rows,
     *,
     axes: list[Axis],
-    outputs: dict[str, int],
-    limestone_col: int | None,
-    gypsum_col: int | None,
-    feed: float,
     objective: Objective,
     lever: str | None = None,
-    ranges: dict[int, tuple[float, float]] | None = None,
+    ranges: Mapping[int, tuple[float, float]] | None = None,
 ) -> Choice:
-    """Judge every row of `y` (predictions for `grid`) and pick the target.
+    """Ask the objective to score every row of `rows` and pick the target.
 
     With `lever`, the choice is among the rows that move only that axis (the other levers
     stay where they are: a loop never counts on a move another loop's guard may not make);
     the best row over the whole grid is still reported as `joint`. Rows whose axis values
     leave the model's training `ranges` (column -> (min, max)) are never chosen.
     """
-    o = objective
-    x = grid.astype(np.float64)
-    yy = y.astype(np.float64)
-    blaine, residue = yy[:, outputs["blaine"]], yy[:, outputs["residue45"]]
-    s28, energy = yy[:, outputs["s28"]], yy[:, outputs["spec_energy"]]
-    finite = np.isfinite(yy).all(axis=1) & (energy > 0)
+    x = rows.grid
+    s = objective.score(rows)
+    finite = np.isfinite(rows.y).all(axis=1) & s.usable
     for col, (lo, hi) in (ranges or {}).items():
         finite[:-1] &= (x[:-1, col] >= lo) & (x[:-1, col] <= hi)
     mine = np.ones(len(x), dtype=bool)
     for a in axes:
         if lever is not None and a.feature != lever:
             mine &= x[:, a.column] == x[-1, a.column]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        capacity = np.where(energy > 0, o.power_limit_kw / energy, 0.0)
-    margin = s28 - o.risk_z * o.s28_sigma - o.s28_target
-    checks = {
-        "strength": margin >= 0,
-        "blaine_min": blaine >= o.blaine_min,
-        "blaine_max": blaine <= o.blaine_max,
-        "residue": residue <= o.residue_max,
-        "capacity": capacity >= o.capacity_margin * feed,
-    }
+    checks = s.constraints
     feasible = finite.copy()
     for ok in checks.values():
         feasible &= ok
-    share = np.zeros(len(x))
-    for share_col in (limestone_col, gypsum_col):
-        if share_col is not None:
-            share += x[:, share_col]
-    co2 = (100.0 - share) / 100.0 * o.clinker_co2 + energy * o.electricity_co2
     penalty = sum(a.penalty * np.abs(x[:, a.column] - x[-1, a.column]) for a in axes)
-    cost = co2 + penalty
+    cost = s.cost + penalty
     joint = feasible[:-1]
     joint_index = int(np.flatnonzero(joint)[np.argmin(cost[:-1][joint])]) if joint.any() else None
     finite &= mine
@@ -160,14 +108,11 @@ def choose(
             index = len(x) - 1
             reason = "no candidate has a finite prediction: hold"
         else:
-            index = int(pool[np.argmax(margin[:-1][pool] - 1e-6 * penalty[:-1][pool])])
-            reason = "no feasible candidate: largest strength margin (quality first)"
+            index = int(pool[np.argmax(s.margin[:-1][pool] - 1e-6 * penalty[:-1][pool])])
+            reason = f"no feasible candidate: largest {s.fallback}"
 
     def point(i: int) -> dict[str, float]:
-        return {"s28": _round(s28[i]), "blaine": _round(blaine[i]),
-                "residue45": _round(residue[i]), "spec_energy": _round(energy[i]),
-                "capacity": _round(capacity[i]), "co2_per_t": _round(co2[i]),
-                "strength_margin": _round(margin[i])}  # fmt: skip
+        return {name: _round(values[i]) for name, values in s.metrics.items()}
 
     # A constraint binds when the cheapest candidate it removed was cheaper than the choice.
     binding = []
@@ -184,11 +129,11 @@ def choose(
         feasible=bool(feasible[index]) and index < len(x) - 1,
         feasible_count=int(candidates.sum()),
         candidates=len(x) - 1,
-        binding=binding,
+        binding=tuple(binding),
         now=point(len(x) - 1),
         best=point(index),
         reason=reason,
         joint=None if joint_index is None else {
             **{a.feature: _round(x[joint_index, a.column]) for a in axes},
-            "co2_per_t": _round(co2[joint_index]), "s28": _round(s28[joint_index])},
+            **{h: _round(s.metrics[h][joint_index]) for h in s.headline}},
     )  # fmt: skip

@@ -8,8 +8,11 @@ shared_counter, the range `check` accepted; gate 1 takes the echo's lag modulo i
 ControlLoop per `[[loops]]`, and the hourly audit pruning.
 Must not: run anything by itself; agent.service.app runs `tasks()` under its control supervisor,
 which stops first at shutdown (no write after the signal, the heartbeat stops with it).
-Invariants: a loop with mode "off" has no task (it would only end at once, and the
+Invariants: every loop that runs has taken over its state from the audit (ControlLoop.
+recover) before `open_control` returns, so before any task, the pruning's included; a loop
+with mode "off" has no task (it would only end at once, and the
 supervisor restarts a task that ends); it is listed, with state "off", and nothing more.
+Every wait is on the injected clock (the pruning's hour too).
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ class Control:
 
     async def _prune(self) -> None:
         while True:
-            await self.audit.prune(self.retention_days)
-            await asyncio.sleep(PRUNE_INTERVAL_S)
+            running = [lp.loop.name for lp in self.loops if lp.loop.mode != "off"]
+            await self.audit.prune(self.retention_days, keep_loops=running)
+            await self.clock.sleep(PRUNE_INTERVAL_S)
 
     def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         out: list[tuple[str, Callable[[], Awaitable[None]]]] = [
@@ -138,7 +142,8 @@ async def open_control(
     for lp in s.loops:
         if lp.mode != "off":
             pins.setdefault(lp.model, lp.model_version)
-    models = ModelManager(s.agent.models_dir or state_dir / "models", key, pins, audit=record)
+    models = ModelManager(s.agent.models_dir or state_dir / "models", key, pins, audit=record,
+                          clock=clock)  # fmt: skip
     by_source = {d.name: d for d in drivers}
     tags = {t.name: t for t in s.tags}
     driver_of = {t.name: by_source[t.source] for t in s.tags if t.source in by_source}
@@ -165,6 +170,12 @@ async def open_control(
                 clock=clock,
             )
         )
+    # Each loop takes over its last record before anything else touches the audit: the
+    # hourly pruning would otherwise race it (after downtime longer than the retention,
+    # the record holding a safety stop is what it deletes first).
+    for loop in loops:
+        if loop.loop.mode != "off":
+            await loop.recover()
     await models.scan()
     return Control(
         audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock, key

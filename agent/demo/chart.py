@@ -2,7 +2,11 @@
 
 Owns: drawing the main run against the loop-off run (matplotlib, Agg backend: no display
 needed) with the story's phases marked, and writing the file.
-Must not: compute figures (agent.demo.summary) or touch the plant or the agent.
+Must not: compute figures (agent.demo.summary) or touch the plant or the agent; import
+matplotlib at its top.
+Invariants: matplotlib is the `demo` extra, not a dependency of the agent: the plant install
+(the offline bundle) has none, and there `draw` raises ChartUnavailableError, which says
+how to get the chart, instead of failing the demo.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-
 from agent.demo.stage import S28_TARGET_MPA, TruthRow
+from agent.domain.errors import RejectedError
+
+# Never a `pip install` of our own name: the package is not on PyPI, and that name there
+# could be anyone's (dependency confusion). The source checkout's ./run installs the extra.
+INSTALL_HINT = (
+    "the chart needs matplotlib, which the plant install leaves out: "
+    "run ./run demo from a source checkout to get it"
+)
 
 MARKS = {
     "remote_granted": "remote granted",
@@ -29,13 +35,25 @@ MARKS = {
 }
 
 
+class ChartUnavailableError(RejectedError):
+    """matplotlib cannot be imported here: the demo runs on, without its chart."""
+
+
 def draw(
     path: Path,
     main: Sequence[TruthRow],
     off: Sequence[TruthRow],
     phases: Sequence[tuple[str, float]],
 ) -> Path:
-    """Write the PNG to `path` (folders created); returns the path."""
+    """Write the PNG to `path` (folders created); returns the path. ChartUnavailableError
+    when matplotlib (or a library of its own) is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ChartUnavailableError(f"{exc.name or exc} is not installed; {INSTALL_HINT}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     hours = [r.plant_s / 3600.0 for r in main]
     fig, (ax_s, ax_n, ax_ls) = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)

@@ -4,7 +4,7 @@ Owns: how long to wait before attempt ``n`` of something that keeps failing: dri
 reconnecting to a PLC, the uploader retrying the cloud, the supervisor restarting a task.
 
 Must not: sleep, read a clock, draw random numbers or import anything beyond the standard
-library (pure core: the caller supplies ``rand`` and does the waiting). No per-caller variants:
+library (pure: the caller supplies ``rand`` and does the waiting). No per-caller variants:
 a component that needs other numbers gets another ``Backoff`` value, not another policy.
 
 The policy (exponential, capped, symmetric multiplicative jitter):

@@ -1,11 +1,21 @@
-"""Time as a dependency: the one ``Clock`` every shell component reads and sleeps on.
+"""Time as a dependency: the one ``Clock`` every component that waits or measures uses.
 
 Owns: the ``Clock`` protocol (``monotonic``, ``now``, ``sleep``), the real ``SystemClock`` and
 the deterministic ``FakeClock`` that tests drive by hand.
 
-Must not: be bypassed. Shell code never calls ``time.monotonic``/``time.time``/
-``asyncio.sleep`` directly for anything it waits on or measures; it asks the injected Clock.
-The pure core never sees a Clock at all: it receives times as plain floats.
+Must not: be bypassed. No module of the daemon (agent/, drivers/) calls ``time.monotonic``,
+``time.time``, ``time.perf_counter`` (or their ``_ns`` forms), ``datetime.now``,
+``time.sleep``, ``asyncio.sleep`` or ``loop.call_later``: it asks the Clock injected through
+its constructor (the composition root, agent.service.app, builds the one ``SystemClock``), so
+a FakeClock drives every loop in tests. ruff enforces it (TID251,
+``[tool.ruff.lint.flake8-tidy-imports.banned-api]`` in pyproject.toml); only this module,
+the demo's simulated plant, tests, benchmarks and tools are exempt. The pure modules
+(``Must not: read a clock``) never see a Clock at all: they receive times as plain floats.
+Real time on purpose, and only there: a deadline on a real peer's answer is real time
+(``asyncio.timeout`` around a socket's I/O: agent.remote.diagnostics, drivers.opcua_connect);
+so is the forced exit after ``agent.shutdown_timeout_s`` (agent.service.shutdown: it must end
+the process even when the loop is stuck), and a certificate's validity, checked against the
+wall clock's date (drivers.opcua_connect, drivers.opcua_security: ``noqa: TID251`` there).
 
 Invariants: ``monotonic()`` never decreases; ``now()`` is unix seconds (UTC) and is for
 timestamps only, never for measuring intervals (it can jump when NTP steps the wall clock).

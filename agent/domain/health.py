@@ -5,7 +5,8 @@ is ready (buffer open, sources configured). systemd's WATCHDOG=1, /healthz and /
 answer from here, so they can never disagree (/readyz, /status and /metrics add the buffer's
 full-disk condition in one place: agent.api.status.readiness).
 Must not: read a clock, do I/O or know what a component does: components call `beat(name,
-now)` when they make progress, the shell asks `stalled(now)`.
+now)` when they make progress; systemd's keep-alive (agent.service.sdnotify) and the API
+(agent.api) ask `stalled(now)`.
 Invariants: a watched loop that has never beaten counts as stalled only after its
 `max_silence_s` has passed since it was watched; an unwatched name in `beat` is ignored
 (a component may beat before or after it is watched without raising).

@@ -10,14 +10,14 @@ Must not: run control cycles; loops ask `session(name)` each cycle and `report()
 cycle's inference went.
 Invariants: a version that failed is not tried again until its manifest changes; the
 active session is replaced only by a session that loaded completely; with no valid version
-at all, `session()` is None and the loops hold.
+at all, `session()` is None and the loops hold. "Newer" is agent.packages.versions' order
+(1.10.0 after 1.9.0); a folder whose name is no version is refused, never loaded or ordered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.domain.clock import Clock
 from agent.domain.logger import get_logger
+from agent.packages import versions
 from agent.packages.manifest import ModelRejectedError
 from agent.packages.package import MANIFEST_FILE, load_package
 
@@ -37,18 +39,9 @@ __all__ = ["PROBATION_CYCLES", "ModelManager"]
 PROBATION_CYCLES = 3
 """A hot-swapped version must pass this many cycles before the previous one is let go."""
 SCAN_INTERVAL_S = 10.0
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
 
 Audit = Callable[..., Awaitable[Any]]
 log = get_logger(__name__)
-
-
-def _key(version: str) -> tuple[int, int, int, int, str]:
-    m = _SEMVER.match(version)
-    if m is None:
-        return (-1, -1, -1, -1, version)
-    pre = m.group(4)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), 0 if pre else 1, pre or "")
 
 
 @dataclass
@@ -71,11 +64,13 @@ class ModelManager:
         pins: Mapping[str, str | None],
         *,
         audit: Audit,
+        clock: Clock,
         scan_interval_s: float = SCAN_INTERVAL_S,
     ) -> None:
         self.models_dir = models_dir
         self._key = public_key
         self._audit = audit
+        self._clock = clock
         self._scan_interval_s = scan_interval_s
         self._models = {name: _Model(name, pin) for name, pin in pins.items()}
         if self._models:
@@ -95,13 +90,14 @@ class ModelManager:
             n: (m.active.manifest.version if m.active else None) for n, m in self._models.items()
         }
 
-    def _candidates(self, model: _Model) -> list[tuple[str, Path, float]]:
+    def _candidates(self, model: _Model) -> dict[str, tuple[Path, float]]:
+        """Every version folder not failed yet: name -> (path, manifest mtime)."""
         folder = self.models_dir / model.name
-        found = []
+        found: dict[str, tuple[Path, float]] = {}
         try:
             entries = list(folder.iterdir())
         except OSError:
-            return []
+            return {}
         for entry in entries:
             manifest = entry / MANIFEST_FILE
             if entry.name.startswith(".") or not manifest.is_file():
@@ -111,15 +107,28 @@ class ModelManager:
             mtime = manifest.stat().st_mtime
             if model.failed.get(entry.name) == mtime:
                 continue
-            found.append((entry.name, entry, mtime))
-        return sorted(found, key=lambda item: _key(item[0]), reverse=True)
+            found[entry.name] = (entry, mtime)
+        return found
+
+    async def _refuse(self, model: _Model, version: str, mtime: float, error: str) -> None:
+        model.failed[version] = mtime
+        current = model.active.manifest.version if model.active else None
+        log.error("model_refused", model=model.name, version=version, error=error)
+        await self._audit("model_refused", {"model": model.name, "version": version,
+                          "reason": error, "active": current})  # fmt: skip
 
     async def scan(self) -> None:
         """Activate a newer valid version of every model, if one appeared."""
         for model in self._models.values():
             current = model.active.manifest.version if model.active else None
-            for version, path, mtime in self._candidates(model):
-                if current is not None and _key(version) <= _key(current):
+            candidates = self._candidates(model)
+            for version, (path, mtime) in sorted(candidates.items()):
+                if (problem := versions.problem(version)) is not None:  # no version: not loaded
+                    error = str(ModelRejectedError(str(path), f"folder name: {problem}"))
+                    await self._refuse(model, version, mtime, error)
+            for version in versions.newest_first(candidates):
+                path, mtime = candidates[version]
+                if current is not None and not versions.is_newer(version, current):
                     break
                 try:
                     session = await asyncio.to_thread(load_package, path, self._key)
@@ -130,10 +139,7 @@ class ModelManager:
                             f"{session.manifest.name}/{session.manifest.version}",
                         )
                 except ModelRejectedError as exc:
-                    model.failed[version] = mtime
-                    log.error("model_refused", model=model.name, version=version, error=str(exc))
-                    await self._audit("model_refused", {"model": model.name, "version": version,
-                                      "reason": str(exc), "active": current})  # fmt: skip
+                    await self._refuse(model, version, mtime, str(exc))
                     continue
                 model.previous, model.active = model.active, session
                 model.probation = PROBATION_CYCLES if model.previous is not None else 0
@@ -167,7 +173,7 @@ class ModelManager:
                           "to": back, "reason": reason})  # fmt: skip
 
     async def run(self) -> None:
-        """Scan now and then every `scan_interval_s`, forever."""
+        """Scan now and then every `scan_interval_s` (on the injected clock), forever."""
         while True:
             await self.scan()
-            await asyncio.sleep(self._scan_interval_s)
+            await self._clock.sleep(self._scan_interval_s)

@@ -4,14 +4,15 @@ Owns: the manifest dataclasses (format_version 1), ``canonical_json`` (the exact
 Ed25519 signature covers), ``parse_manifest``/``manifest_problems`` (every problem at once,
 each naming the field), ``check_graph`` (a graph's inputs/outputs against the manifest),
 ``training_midpoints`` (the warm-up row) and ``ModelRejectedError``.
-Must not: read files, hash, verify signatures or import onnx/onnxruntime; the shell
-(``agent.packages.package``) does the I/O and hands values here.
+Must not: read files, hash, verify signatures or import onnx/onnxruntime;
+``agent.packages.package`` does the I/O and hands values here.
 Invariants:
 - ``canonical_json(x)`` is ``json.dumps(x, sort_keys=True, separators=(",", ":"),
   ensure_ascii=False, allow_nan=False)`` encoded as UTF-8, so the same object always gives
   the same bytes; the signature is computed over the canonical bytes of the JSON object as
   read from ``manifest.json`` (unknown keys are refused, so nothing unsigned can hide).
-- A ``ModelManifest`` exists only if every check passed: format_version 1, semver version,
+- A ``ModelManifest`` exists only if every check passed: format_version 1, a version
+  (agent.packages.versions: a semver packaging.version orders),
   non-empty unique input and output names, finite ``min <= mean <= max`` and ``std > 0`` per
   input, rmse keys naming outputs, a 64-hex sha256, ``model.file == "model.onnx"``.
 - ``check_graph`` accepts exactly one float32 input ``[batch, n_inputs]`` and one float32
@@ -29,6 +30,7 @@ from datetime import date, datetime
 from typing import Any
 
 from agent.domain.errors import RejectedError
+from agent.packages.versions import problem as version_problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -52,10 +54,6 @@ __all__ = [
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 MIN_OPSET = 17
-_SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
-)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = frozenset(
@@ -273,8 +271,8 @@ def _parse(raw: object) -> tuple[ModelManifest | None, list[str]]:
     if name and not _NAME.match(name):
         f.problems.append(f"manifest.name: expected letters, digits, '.', '_', '-', found {name!r}")
     version = f.text(top, "version", "manifest")
-    if version and not _SEMVER.match(version):
-        f.problems.append(f"manifest.version: expected a semver like 1.2.0, found {version!r}")
+    if version and (problem := version_problem(version)) is not None:
+        f.problems.append(f"manifest.version: {problem}")
     created = f.moment(top, "created", "manifest")
     period = _period(f, top.get("training_period"))
     inputs = _inputs(f, top.get("inputs", []))

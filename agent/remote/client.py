@@ -20,17 +20,12 @@ Invariants:
   repeats DEBUG, recovery INFO. Cancellation escapes at once. The token stays in the
   client's default headers.
 
-Construction (in ``agent.service.app``, when ``[sync] enabled`` and ``remote_support`` are true)::
-
-    remote = RemoteSupport(
-        settings.sync, agent_id=settings.agent.id, token=token, clock=clock,
-        base_dir=config_dir, status_fn=lambda: build_status(app), audit=audit_log.record,
-        models_dir=models_dir,
-        public_key=load_public_key(key_file) if key_file is not None else None,
-        diagnostics=Diagnostics(clock, settings=settings, config_path=config_path,
-                                budget=buffer.budget, log_ring=LogRing.install()),
-    )
-    supervisor.add("remote_support", remote.run, critical=False)
+Construction: ``agent.service.remote_wiring.build_remote`` builds it from the settings and the
+running agent (when ``[sync] enabled`` and ``remote_support`` are true): the status document
+(``agent.api.status.build_status``), the audit log's ``record``, the model manager's folder
+and the signing key, and ``Diagnostics`` over the settings, the configuration file, the
+buffer's budget and a ``LogRing``; ``agent.service.app`` runs ``run()`` under its pipeline
+supervisor as ``sync:remote_support``.
 """
 
 from __future__ import annotations

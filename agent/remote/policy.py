@@ -6,9 +6,11 @@ remembering which request ids were processed (``SeenIds``), masking secrets in a
 configuration (``mask_secrets``) and turning a result into capped, strict JSON
 (``json_bytes``, ``cap_lines``).
 
-Must not: do any I/O, read a clock or import anything beyond the standard library (pure core:
-the shell fetches, serves, uploads and audits). No code path here can name a shell command,
-a tag to write or a limit to change: the allowlist below is the whole vocabulary.
+Must not: do any I/O, read a clock or import anything beyond the standard library and
+agent.packages.versions (the version rule a model request is checked against) (pure:
+agent.remote.client fetches, uploads and audits, agent.remote.diagnostics serves). No code
+path here can name a shell command, a tag to write or a limit to change: the allowlist
+below is the whole vocabulary.
 
 Invariants:
 - The document is ``{"model": {"name", "version"} | null, "diagnostics": [{"id", "kind",
@@ -32,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent.packages import versions
+
 __all__ = [
     "ALLOWED",
     "MASKED",
@@ -53,10 +57,6 @@ MAX_DIAGNOSTICS = 20
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
-_SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
-)
 _SECRET_KEY = re.compile(r"(_file|_credential|password|passphrase|token|secret)$", re.IGNORECASE)
 
 
@@ -160,8 +160,11 @@ def _model(raw: object) -> tuple[ModelRequest | None, str | None]:
     name, version = raw.get("name"), raw.get("version")
     if not isinstance(name, str) or not _NAME.match(name):
         return None, f"name: expected a model name ([A-Za-z0-9._-]), found {_show(name)}"
-    if not isinstance(version, str) or not _SEMVER.match(version) or len(version) > 64:
+    if not isinstance(version, str) or len(version) > 64:
         return None, f"version: expected a semver like 1.2.0, found {_show(version)}"
+    wrong = versions.problem(version)  # the order the model manager activates versions in
+    if wrong is not None:
+        return None, f"version: {wrong}"
     return ModelRequest(name, version), None
 
 

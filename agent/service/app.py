@@ -2,7 +2,8 @@
 
 Owns: the only place where objects are constructed from `Settings` and wired together, the
 state directory and its lock, and the ordered shutdown (the signals: agent.service.shutdown).
-Must not: contain domain decisions (they live in agent.core) or import the simulator.
+Must not: contain domain decisions (they live in the capability packages: agent.control,
+agent.buffer, agent.sync, ...) or import the simulator.
 Invariants: all long-lived work runs under two supervisors (sources, then the pipeline), so
 that shutdown is ordered: the first SIGTERM/SIGINT stops the sources, commits the open block
 and closes the buffer, ending with exit code 0 within `agent.shutdown_timeout_s`; a second
@@ -230,7 +231,7 @@ class App:
             raise stop
         assert self.buffer is not None
         self._announce_ready()
-        asyncio.get_running_loop().call_later(FREEZE_AFTER_S, freeze_startup)
+        freeze = asyncio.create_task(self._freeze_later(), name="memory:freeze")
         log.info("agent_started", agent_id=s.agent.id, version=version("edge-agent"),
                  config=str(self.loaded.path), state_dir=str(self.state_dir),
                  sources=len(s.sources), tags=len(s.tags), loops=len(s.loops),
@@ -244,11 +245,16 @@ class App:
             await asyncio.wait({control, sources, pipeline})  # wait() does not cancel them
         finally:
             # In this order: no write after the signal, and no sample is lost on the way.
-            for stage in (control, sources, pipeline):
+            for stage in (freeze, control, sources, pipeline):
                 stage.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stage
             await self._close_pipeline()
+
+    async def _freeze_later(self) -> None:
+        """Freeze what start-up built, FREEZE_AFTER_S after it, on the injected clock."""
+        await self.clock.sleep(FREEZE_AFTER_S)
+        freeze_startup(self.clock)
 
     async def _close_pipeline(self) -> None:
         """Flush the open block, close the buffer and the audit log (what _open_pipeline opened)."""

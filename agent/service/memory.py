@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import time
 
+from agent.domain.clock import Clock
 from agent.domain.logger import get_logger
 
 __all__ = ["FREEZE_AFTER_S", "freeze_startup", "tune_allocator"]
@@ -72,10 +72,12 @@ def tune_allocator() -> bool:
     return all(taken)
 
 
-def freeze_startup() -> None:
-    """Collect once, then keep every object that exists now out of later collections."""
-    began = time.perf_counter()
+def freeze_startup(clock: Clock) -> None:
+    """Collect once, then keep every object that exists now out of later collections.
+
+    The collection's duration is measured on `clock` (logged as `collect_ms`)."""
+    began = clock.monotonic()
     gc.collect()
     gc.freeze()
     _log.info("gc_frozen", objects=gc.get_freeze_count(),
-              collect_ms=round(1000 * (time.perf_counter() - began), 1))  # fmt: skip
+              collect_ms=round(1000 * (clock.monotonic() - began), 1))  # fmt: skip

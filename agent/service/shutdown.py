@@ -17,18 +17,32 @@ import asyncio
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from agent.domain.logger import get_logger
 from agent.service import early_signals
 
 if TYPE_CHECKING:
-    from agent.service.app import App
+    from agent.config.loader import LoadedConfig
+    from agent.service.sdnotify import Notifier
 
-__all__ = ["FORCED_EXIT", "serve"]
+__all__ = ["FORCED_EXIT", "Runnable", "serve"]
 
 FORCED_EXIT = early_signals.FORCED_EXIT
 log = get_logger("agent.service.app")  # the shutdown's lines keep the logger plant IT already knows
+
+
+class Runnable(Protocol):
+    """What `serve` needs of the app (agent.service.app.App): this module never imports the
+    composition root, so it never reaches the drivers."""
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    async def run(self) -> None: ...
 
 
 def _pending_tasks() -> list[str]:
@@ -44,7 +58,7 @@ def _pending_tasks() -> list[str]:
     return sorted(waiting)
 
 
-async def serve(app: App) -> None:
+async def serve(app: Runnable) -> None:
     """Run the app; turn the first signal into an ordered shutdown, the second into an exit."""
     loop = asyncio.get_running_loop()
     runner = asyncio.create_task(app.run(), name="app")

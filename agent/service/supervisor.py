@@ -7,9 +7,11 @@ traceback, repeats DEBUG, recovery INFO); and a per-task ``snapshot()`` for heal
 
 Must not: give up on a task, let one task's failure touch another, swallow a cancellation
 aimed at it, or read real time (sleeps and durations go through the injected ``Clock``; the
-jitter comes from the injected ``rand``). This module is the ONLY place in the agent with
-``except Exception``: everything below it maps library errors into ``agent.domain.errors`` and lets
-them propagate up to here.
+jitter comes from the injected ``rand``). This module is the ONLY place in the agent (and
+in drivers) with ``except Exception``: everything below it catches only the errors it
+expects (library errors are mapped into ``agent.domain.errors`` at their boundary) and lets
+anything else propagate up to here (ruff's BLE001 and tests/unit/test_house_rules.py hold
+the code to that).
 
 Invariants:
 - A task that raises any ``Exception`` (including ``FatalError`` subclasses: a component that

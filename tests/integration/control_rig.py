@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from agent.config.loader import load_config
 from agent.demo.runner import SimulatedPlant
 from agent.demo.show import write_demo_config
 from agent.service.app import App
+from tests.support.config import ConfigDoc
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -71,15 +71,14 @@ class Rig:
                 and (loop is None or r.get("loop") == loop)]  # fmt: skip
 
 
-def loop_config(text: str, **values: object) -> str:
-    """Set `key = value` in every [[loops]] entry of the demo config (TOML literals)."""
+def loop_config(config: ConfigDoc, **values: object) -> None:
+    """Set `key = value` in the [[loops]] entries that have the key (max_rate_per_h: the
+    limestone loop only), or add it to every entry when none has it."""
+    loops = config.get("loops")
     for key, value in values.items():
-        literal = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {literal}", text)
-        if count == 0:
-            text = text.replace("\nmodel = \"vrm-quality\"\n",
-                                f"\nmodel = \"vrm-quality\"\n{key} = {literal}\n")  # fmt: skip
-    return text
+        having = [i for i, entry in enumerate(loops) if key in entry]
+        for i in having or range(len(loops)):
+            (config.set if having else config.add)(f"loops[{i}].{key}", value)
 
 
 @contextlib.asynccontextmanager
@@ -91,23 +90,24 @@ async def control_rig(
     seed: int = 3,
     noise: bool = True,
     lab_noise: bool | None = None,
-    edit: Callable[[str], str] = lambda text: text,
+    edit: Callable[[ConfigDoc], object] = lambda config: None,
     **loop_values: object,
 ) -> AsyncIterator[Rig]:
-    """The plant and the agent; `loop_values` override keys of both demo loops."""
+    """The plant and the agent; `loop_values` override keys of both demo loops; `edit`
+    changes the config (tests.support.config.ConfigDoc) before the agent reads it."""
     async with SimulatedPlant(seed=seed, time_scale=time_scale, lab_time_scale=lab_time_scale,
                               opcua_port=0, modbus_port=0, noise=noise, lab_noise=lab_noise,
                               wd_timeout_s=15.0 * time_scale) as plant:  # fmt: skip
         path = write_demo_config(folder, plant.opcua_url, plant.modbus_port, "http://127.0.0.1:9")
-        text = path.read_text()
-        text = text.replace('models_dir = "../models"', f'models_dir = "{MODELS}"')
-        text = text.replace('model_public_key_file = "../models/',
-                            f'model_public_key_file = "{MODELS}/')  # fmt: skip
-        text = text.replace("\nenabled = true\n", "\nenabled = false\n")  # [sync]
-        text = text.replace("[api]\n", "[api]\nenabled = false\n")
+        config = ConfigDoc.read(path)
+        config.set("agent.models_dir", str(MODELS))
+        config.set("agent.model_public_key_file", str(MODELS / "demo-signing-key.pub.pem"))
+        config.set("sync.enabled", False)
+        config.add("api.enabled", False)
         defaults: dict[str, object] = {"cadence_s": 1.0, "readback_timeout_s": 5.0}
-        text = edit(loop_config(text, **{**defaults, **loop_values}))
-        path.write_text(text)
+        loop_config(config, **{**defaults, **loop_values})
+        edit(config)
+        config.write(path)
         state = folder / "state"
         state.mkdir(exist_ok=True)
         rig = Rig(plant, App(load_config(path), state), state, path)
@@ -130,12 +130,4 @@ async def wait_for(
     that, since a busy 2-core machine (CI with a CPU burner) runs the plant and the agent
     slower: the wait still ends as soon as the condition holds.
     """
-    limit = timeout_s * BUSY
-    deadline = time.monotonic() + limit
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
-        await asyncio.sleep(0.1)
+    return await until(check, what, timeout_s * BUSY, poll_s=0.1)

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,70 +30,24 @@ from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.domain.backoff import Backoff
 from agent.service.app import App
-from tests.ports import free_port
+from tests.support.config import FEEDER_TAG, agent_config, mill_tags, modbus_source, opcua_source
+from tests.support.ports import free_port
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
-
 
 def write_config(tmp: Path, plant: SimulatedPlant, cloud_url: str, api_port: int) -> Path:
-    path = tmp / "agent.toml"
-    path.write_text(f"""
-[agent]
-id = "api-1"
-state_dir = "state"
-
-[[sources]]
-kind = "opcua"
-name = "mill"
-endpoint = "{plant.opcua_url}"
-security_policy = "None"
-security_mode = "None"
-publishing_interval_s = 0.2
-sampling_interval_s = 0.1
-
-[[sources]]
-kind = "modbus"
-name = "feeders"
-host = "127.0.0.1"
-port = {plant.modbus_port}
-poll_interval_s = 0.2
-
-[[tags]]
-name = "MillPower"
-source = "mill"
-address = "{NSU}MillPower"
-
-[[tags]]
-name = "Vibration"
-source = "mill"
-address = "{NSU}Vibration"
-
-[[tags]]
-name = "ClinkerFeedRate"
-source = "feeders"
-address = "input:1"
-type = "int16"
-unit_id = 1
-scale = 0.1
-
-[sync]
-url = "{cloud_url}"
-flush_interval_s = 0.2
-
-[api]
-port = {api_port}
-""")
-    return path
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.1)
+    return agent_config(
+        "api-1",
+        sources=[
+            opcua_source(plant.opcua_url),
+            modbus_source(plant.modbus_port, poll_interval_s=0.2),
+        ],
+        tags=[*mill_tags("MillPower", "Vibration"), FEEDER_TAG],
+        sync={"url": cloud_url, "flush_interval_s": 0.2},
+        api={"port": api_port},
+    ).write(tmp / "agent.toml")
 
 
 def families(text: str) -> dict[str, Any]:
@@ -131,7 +85,7 @@ async def running(
                         return (await client.get("/healthz")).status_code == 200
                     return False
 
-                await eventually(listening)
+                await eventually(listening, within=20.0)
                 yield app, client
         finally:
             task.cancel()
@@ -149,7 +103,7 @@ async def test_status_reports_every_section(running: tuple[App, httpx.AsyncClien
             for d in doc["drivers"]
         )
 
-    await eventually(samples_flowing)
+    await eventually(samples_flowing, within=20.0)
     response = await client.get("/status")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -235,7 +189,7 @@ async def test_metrics_families_labels_and_growth(
             and value(later["edge_agent_upload_latency_seconds"], "_count") > 0
         )
 
-    await eventually(grown)
+    await eventually(grown, within=20.0)
     later = families((await client.get("/metrics")).text)
     latency = later["edge_agent_upload_latency_seconds"]
     assert value(latency, "_sum") > 0
@@ -344,7 +298,7 @@ async def test_busy_port_is_one_error_line_then_a_retry(idle_app: App) -> None:
             async def refused_thrice() -> bool:
                 return len([e for e in logs if e["event"] == "api_bind_failed"]) >= 3
 
-            await eventually(refused_thrice)
+            await eventually(refused_thrice, within=20.0)
             squatter.close()
             assert (await get_when_up(client, "/healthz")).status_code == 200
     failed = [e for e in logs if e["event"] == "api_bind_failed"]

@@ -8,48 +8,19 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_telemetry
+from agent.buffer.blocks import BlockKind, decode_telemetry
 from agent.buffer.buffer import Buffer
 from agent.domain.clock import SystemClock
-from agent.domain.samples import Sample
+from tests.support.crash_writer import CATALOG, samples
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOG = Catalog(tuple(CatalogEntry(f"t{i}", "", "plc") for i in range(50)))
-
-CHILD = """
-import asyncio, sys
-from pathlib import Path
-from agent.domain.clock import SystemClock
-from agent.service.logs import configure_logging
-from agent.buffer.buffer import Buffer
-from tests.integration.test_buffer_crash import CATALOG, samples
-
-async def main(path: str) -> None:
-    configure_logging("warning", stream=sys.stderr)
-    buffer = await Buffer.open(Path(path), agent_id="crash", max_bytes=10**9, clock=SystemClock())
-    print("epoch", buffer.epoch, flush=True)
-    k, queued = 0, []
-    while True:
-        queued.append((await buffer.put_samples(samples(k), CATALOG), k))
-        k += 1
-        if k % 4 == 0:
-            await buffer.flush()  # everything queued so far is committed now
-            for seq, n in queued:
-                print("committed", seq, n, flush=True)
-            queued.clear()
-
-asyncio.run(main(sys.argv[1]))
-"""
-
-
-def samples(k: int) -> list[Sample]:
-    return [Sample(f"t{i % 50}", 1e9 + k + i / 1000, float(k * 1000 + i)) for i in range(400)]
+CHILD = [sys.executable, "-m", "tests.support.crash_writer"]  # puts and flushes until killed
 
 
 async def test_sigkill_mid_stream_keeps_every_confirmed_block(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        *CHILD, str(path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
     )
     assert child.stdout is not None
     confirmed: dict[int, int] = {}

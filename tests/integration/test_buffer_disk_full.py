@@ -4,9 +4,7 @@ raises for want of room, never skips a seq silently, and says so in its budget a
 
 from __future__ import annotations
 
-import contextlib
 import random
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from agent.buffer.blocks import BlockKind, Catalog, CatalogEntry, decode_events
 from agent.buffer.buffer import Buffer, StoredBlock, StoreFullError
 from agent.domain.clock import FakeClock
 from agent.domain.samples import Sample
-from tests.small_disk import fill, free_bytes, small_disk
+from tests.support.small_disk import fill, free_bytes, small_disk, starve
 
 T = 1_767_225_600.0
 NOISE = Catalog((CatalogEntry("noise", "", "plc"),))
@@ -122,14 +120,6 @@ async def test_a_disk_filled_by_others_drops_and_counts_then_recovers(disk: Path
         assert sum(int(str(e["samples"])) for e in drops) == dropped
     finally:
         await buffer.close()
-
-
-def starve(db: Path, name: str) -> Path:
-    """Leave the buffer no byte to write with: another process checkpoints its WAL away
-    (to 0 bytes) and fills the disk. The ballast file."""
-    with contextlib.closing(sqlite3.connect(db)) as other:
-        other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    return fill(db.parent, name=name)
 
 
 async def test_a_full_disk_gives_back_the_reserve_then_an_ack_is_a_store_full_error(

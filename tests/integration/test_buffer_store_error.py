@@ -5,11 +5,9 @@ budget and in the stream) if that fails too. Real SQLite locks, a real renamed f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from agent.buffer.buffer import Buffer
 from agent.buffer.builder import BlockBuilder
 from agent.domain.clock import FakeClock
 from agent.domain.samples import Sample
+from tests.support.wait import until
 
 T = 1_767_225_600.0
 CATALOG = Catalog((CatalogEntry("level", "", "plc"),))
@@ -27,14 +26,6 @@ CATALOG = Catalog((CatalogEntry("level", "", "plc"),))
 
 def samples(first: int, n: int) -> list[Sample]:
     return [Sample("level", T + i, float(i)) for i in range(first, first + n)]
-
-
-async def until(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
-    """Poll ``condition`` on observed progress, with a generous deadline."""
-    end = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def logged(logs: list[MutableMapping[str, Any]], event: str) -> int:

@@ -3,11 +3,13 @@
 Peers: real model packages on disk (copies of models/vrm-quality/1.0.0, signed with the demo
 key; one re-signed with a fresh key), verified the way the agent loads them (signature,
 manifest, sha256, the ONNX graph), and config/demo.toml pointed at them. Each case edits
-one thing and expects its exact line; errors exit 78, warnings are printed and exit 0.
+one thing of it as data (tests.support.config.ConfigDoc) and expects its exact line; errors
+exit 78, warnings are printed and exit 0.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,23 +19,27 @@ import pytest
 from agent.cli.main import main
 from agent.packages.keys import generate_keypair, sign_package
 from tests.integration.control_rig import MODELS, REPO
+from tests.support.config import ConfigDoc
 
 KEY = MODELS / "demo-signing-key.pub.pem"
 LIMESTONE_NAME = 'name = "limestone"'
 MILL_POWER = 'feature = "mill_power"'
-LIMESTONE = 'name = "limestone"\nmode = "closed_loop"\nmodel = "vrm-quality"\n'
-FEED_RATE = (
-    '[[loops.inputs]]\nfeature = "feed_rate"\ntag = "FeedRate"\nmax_age_s = 10.0\n'
-    "frozen_after_samples = 20\n\n"
-)
+LIMESTONE = "loops[name=limestone]"
 
-Edit = Callable[[str], str]
+Edit = Callable[[ConfigDoc], object]
 
 
-def sub(old: str, new: str) -> Edit:
-    def edit(text: str) -> str:
-        assert old in text, old
-        return text.replace(old, new, 1)
+def setting(path: str, value: object) -> Edit:
+    return lambda config: config.set(path, value)
+
+
+def limestone(**values: object) -> Edit:
+    """Set keys of the limestone loop (model, mode) and add the others."""
+
+    def edit(config: ConfigDoc) -> None:
+        for key, value in values.items():
+            where = f"{LIMESTONE}.{key}"
+            (config.set if config.has(where) else config.add)(where, value)
 
     return edit
 
@@ -51,13 +57,13 @@ def check(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], *edits: Edit
 ) -> tuple[int, list[str], str]:
     path, models = setup
-    text = (REPO / "config" / "demo.toml").read_text(encoding="utf-8")
-    text = sub('models_dir = "../models"', f'models_dir = "{models}"')(text)
-    text = sub('model_public_key_file = "../models/', f'model_public_key_file = "{MODELS}/')(text)
-    text = sub('state_dir = "../state/demo"', f'state_dir = "{path.parent / "state"}"')(text)
+    config = ConfigDoc.read(REPO / "config" / "demo.toml")
+    config.set("agent.models_dir", str(models))
+    config.set("agent.model_public_key_file", str(KEY))
+    config.set("agent.state_dir", str(path.parent / "state"))
     for edit in edits:
-        text = edit(text)
-    path.write_text(text, encoding="utf-8")
+        edit(config)
+    config.write(path)
     code = main(["check", "--config", str(path)])
     out = capsys.readouterr()
     return code, out.err.splitlines(), out.out
@@ -83,7 +89,7 @@ def test_a_misspelled_model_of_a_closed_loop_is_an_error_naming_what_is_there(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, models = setup
-    code, err, out = check(setup, capsys, sub(LIMESTONE, LIMESTONE.replace('y"', 'y-2"')))
+    code, err, out = check(setup, capsys, limestone(model="vrm-quality-2"))
     line = line_of(path, "model = ", LIMESTONE_NAME)
     assert code == 78
     assert err == [
@@ -98,8 +104,8 @@ def test_a_misspelled_model_of_a_shadow_loop_is_a_warning(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, models = setup
-    shadow = LIMESTONE.replace("closed_loop", "shadow").replace('y"', 'y-2"')
-    code, err, out = check(setup, capsys, sub(LIMESTONE, shadow))
+    shadow = limestone(mode="shadow", model="vrm-quality-2")
+    code, err, out = check(setup, capsys, shadow)
     line = line_of(path, "model = ", LIMESTONE_NAME)
     assert code == 0
     assert err == [
@@ -113,31 +119,35 @@ def test_a_misspelled_model_of_a_shadow_loop_is_a_warning(
 def test_an_off_loop_is_not_checked_against_models(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    off = LIMESTONE.replace("closed_loop", "off").replace('y"', 'y-2"')
-    assert check(setup, capsys, sub(LIMESTONE, off))[:2] == (0, [])
+    off = limestone(mode="off", model="vrm-quality-2")
+    assert check(setup, capsys, off)[:2] == (0, [])
 
 
 def test_every_model_input_must_be_mapped(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = setup
-    code, err, _ = check(setup, capsys, sub(FEED_RATE, ""))
+    code, err, _ = check(
+        setup, capsys, lambda config: config.remove("loops[0].inputs[feature=feed_rate]")
+    )
     assert code == 78
     assert err[0] == (
         f"{path}:{line_of(path, '[[loops]]')}: loops[0].inputs: expected a [[loops.inputs]] "
         "feature for every input of model 'vrm-quality' 1.0.0 (the agent derives blaine_bias, "
         "grindability itself), found none for ['feed_rate']"
     )
-    assert len(err) == 2
+    # The grindability the objective derives needs it too.
+    assert "derives the inputs of model" in err[1] and "none for ['feed_rate']" in err[1]
+    assert len(err) == 3
 
 
 def test_grid_features_and_a_direct_output_must_be_in_the_model(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = setup
-    axis = f"[[loops.grid]]\n{MILL_POWER}\nspan = 10.0\nstep = 5.0\n\n[loops.objective]"
-    direct = LIMESTONE + 'strategy = "direct"\noutput = "s99"\n'
-    code, err, _ = check(setup, capsys, sub("[loops.objective]", axis), sub(LIMESTONE, direct))
+    axis = {"feature": "mill_power", "span": 10.0, "step": 5.0}
+    direct = limestone(strategy="direct", output="s99")
+    code, err, _ = check(setup, capsys, lambda config: config.append("loops[0].grid", axis), direct)
     assert code == 78
     inputs = (
         "separator_speed, feed_rate, limestone_share, gypsum_share, grinding_aid, fan_speed, "
@@ -150,6 +160,38 @@ def test_grid_features_and_a_direct_output_must_be_in_the_model(
         f"{path}:{line_of(path, 'output = ', LIMESTONE_NAME)}: loops[1].output: "
         "expected an output of model 'vrm-quality' 1.0.0 (blaine, residue45, s28, s2, "
         "spec_energy), found 's99'",
+        f"edge-agent: 2 configuration problems in {path}",
+    ]
+
+
+def test_a_model_without_an_output_the_objective_needs_is_an_error(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The package names its specific-energy output otherwise (re-signed with a fresh key):
+    # every other check passes, but the cement mill objective of both grid loops scores
+    # with spec_energy (agent.objectives.cement_mill declares it).
+    path, models = setup
+    package = models / "vrm-quality" / "1.0.0"
+    manifest = json.loads((package / "manifest.json").read_text())
+    (output,) = [o for o in manifest["outputs"] if o["name"] == "spec_energy"]
+    output["name"] = "energy_kwh_t"
+    rmse = manifest["validation"]["rmse"]
+    rmse["energy_kwh_t"] = rmse.pop("spec_energy")
+    (package / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub.pem")
+    sign_package(package, tmp_path / "other.pem")
+    key = setting("agent.model_public_key_file", str(tmp_path / "other.pub.pem"))
+    code, err, _ = check(setup, capsys, key)
+    needs = (
+        "expected a model with what objective 'cement_mill' needs for strategy 'grid': the "
+        "inputs feed_rate and the outputs blaine, residue45, s28, spec_energy (or strategy = "
+        "'direct'), found model 'vrm-quality' 1.0.0 without output spec_energy"
+    )
+    lines = line_of(path, "[loops.objective]"), line_of(path, "[loops.objective]", LIMESTONE_NAME)
+    assert code == 78
+    assert err == [
+        f"{path}:{lines[0]}: loops[0].objective: {needs}",
+        f"{path}:{lines[1]}: loops[1].objective: {needs}",
         f"edge-agent: 2 configuration problems in {path}",
     ]
 
@@ -171,8 +213,8 @@ def test_the_signature_is_checked_with_the_configured_key(
         f"{sig}: bad signature",
     ]
     # With the key that signed it, the same package passes.
-    key = f'model_public_key_file = "{tmp_path / "other.pub.pem"}"'
-    code, err, _ = check(setup, capsys, sub(f'model_public_key_file = "{KEY}"', key))
+    key = setting("agent.model_public_key_file", str(tmp_path / "other.pub.pem"))
+    code, err, _ = check(setup, capsys, key)
     assert (code, err) == (0, [])
 
 
@@ -180,8 +222,7 @@ def test_a_pinned_version_must_be_there_and_a_newer_refused_one_is_a_warning(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, models = setup
-    pinned = LIMESTONE + 'model_version = "2.0.0"\n'
-    code, err, _ = check(setup, capsys, sub(LIMESTONE, pinned))
+    code, err, _ = check(setup, capsys, limestone(model_version="2.0.0"))
     assert code == 78
     assert err[0] == (
         f"{path}:{line_of(path, 'model_version = ')}: loops[1].model_version: expected a "
@@ -207,7 +248,7 @@ def test_an_unreadable_key_is_an_error_once_a_package_needs_it(
 ) -> None:
     path, models = setup
     gone = tmp_path / "gone.pub.pem"
-    no_key = sub(f'model_public_key_file = "{KEY}"', f'model_public_key_file = "{gone}"')
+    no_key = setting("agent.model_public_key_file", str(gone))
     code, err, _ = check(setup, capsys, no_key)
     problem = (
         f"{path}:{line_of(path, 'model_public_key_file')}: agent.model_public_key_file: "
@@ -218,7 +259,7 @@ def test_an_unreadable_key_is_an_error_once_a_package_needs_it(
     assert err == [problem.format(more=""), f"edge-agent: 1 configuration problem in {path}"]
     # Before the packages are on this machine (both loops in shadow): only a warning.
     shutil.rmtree(models / "vrm-quality")
-    code, err, _ = check(setup, capsys, no_key, lambda t: t.replace('"closed_loop"', '"shadow"'))
+    code, err, _ = check(setup, capsys, no_key, setting("loops[*].mode", "shadow"))
     assert code == 0
     assert err[0] == "warning: " + problem.format(more=" (`run` refuses to start without it)")
     assert [e.split(": ")[2] for e in err[1:]] == ["loops[0].model", "loops[1].model"]
@@ -230,9 +271,7 @@ def test_a_models_dir_that_cannot_be_listed_says_why(
     path, _ = setup
     plain = tmp_path / "models.txt"
     plain.write_text("not a folder\n")
-    code, err, _ = check(
-        setup, capsys, sub(f'models_dir = "{setup[1]}"', f'models_dir = "{plain}"')
-    )
+    code, err, _ = check(setup, capsys, setting("agent.models_dir", str(plain)))
     assert code == 78
     assert err[0] == (
         f"{path}:{line_of(path, 'model = ')}: loops[0].model: expected a model package "
@@ -240,3 +279,47 @@ def test_a_models_dir_that_cannot_be_listed_says_why(
         "found 'vrm-quality', which is not there"
     )
     assert len(err) == 3  # both loops, and the count
+
+
+def without_estimator_inputs(config: ConfigDoc) -> None:
+    """Both loops lose the mill power and the lab Blaine (grindability, Blaine bias)."""
+    for feature in ("mill_power", "lab_blaine"):
+        config.remove(f"loops[*].inputs[feature={feature}]")
+
+
+def test_the_loop_inputs_of_the_derived_features_must_be_mapped(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model's grindability and blaine_bias have no tag: the cement objective derives them
+    # from loop inputs. Without those, each would be the training mean every cycle.
+    path, _ = setup
+    code, err, out = check(setup, capsys, without_estimator_inputs)
+    problem = (
+        "loops[{i}].inputs: expected a [[loops.inputs]] feature for every loop input objective "
+        "'cement_mill' derives the inputs of model 'vrm-quality' 1.0.0 from (grindability "
+        "from mill_power, feed_rate, product_fineness; blaine_bias from lab_blaine, "
+        "product_fineness), found none for ['lab_blaine', 'mill_power']: grindability, "
+        "blaine_bias would be the training mean every cycle"
+    )
+    lines = line_of(path, "[[loops]]"), line_of(path, LIMESTONE_NAME, "[[loops]]") - 1
+    assert code == 78 and out == ""
+    assert err == [
+        f"{path}:{lines[0]}: {problem.format(i=0)}",
+        f"{path}:{lines[1]}: {problem.format(i=1)}",
+        f"edge-agent: 2 configuration problems in {path}",
+    ]
+    # A shadow loop writes nothing: it runs on the imputed values, with a warning.
+    code, err, out = check(setup, capsys, without_estimator_inputs, limestone(mode="shadow"))
+    assert code == 78 and out == ""
+    assert sorted(err) == sorted([
+        f"{path}:{lines[0]}: {problem.format(i=0)}",
+        f"warning: {path}:{lines[1]}: {problem.format(i=1)}",
+        f"edge-agent: 1 configuration problem in {path}",
+    ])  # fmt: skip
+    code, err, out = check(
+        setup, capsys, without_estimator_inputs, setting("loops[*].mode", "shadow")
+    )
+    assert code == 0
+    assert err == [f"warning: {path}:{lines[0]}: {problem.format(i=0)}",
+                   f"warning: {path}:{lines[1]}: {problem.format(i=1)}"]  # fmt: skip
+    assert out.endswith(" (2 warnings)\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.control_rig import wait_for
-from tests.integration.test_control_faults import (
+from tests.integration.fault_rig import (
     LOOPS,
     assert_blocked_without_writes,
     blocked,
@@ -158,6 +158,8 @@ async def test_readback_mismatch_is_a_safety_stop(tmp_path: Path) -> None:
             f" expected {w['value']:g} +- 0.01"
         )
         assert rec["outcome"] == "blocked" and rec["reason"] == f"safety stop: {w['reason']}"
+        latch = {"code": "readback_mismatch", "reason": w["reason"], "since": rec["decided_at"]}
+        assert rec["safety_stop"] == latch  # the typed latch a restart takes over
         assert limestone.stats.state.startswith("stopped: read-back mismatch")
         assert limestone.heartbeat.stopped is not None
         # The heartbeat stopped: the PLC's watchdog (15 s) latches and drops to local.
@@ -198,7 +200,7 @@ async def test_readback_mismatch_is_a_safety_stop(tmp_path: Path) -> None:
         assert limestone.stopped is not None and mill.read("RemoteActive").value is True
         restart = last_seq(rig)
         await more_cycles(rig, {"limestone": restart}, 3)
-        assert all(blocked("safety_stop", "before the restart")(r)
+        assert all(blocked("safety_stop", "before the restart")(r) and r["safety_stop"] == latch
                    for r in cycles(rig, "limestone", restart))  # fmt: skip
         assert mill.read("LimestoneShareSetpoint").value == w["value"]
         mill.operator("remote_enable", value=False)  # the operator takes over ...

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from agent.domain.samples import Driver, Quality
 from agent.packages.manager import ModelManager
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
+from tests.support.wait import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -223,14 +223,6 @@ def _plc(case: Case, peers: Peers) -> tuple[Callable[[], Awaitable[int]], Callab
     return read_opcua, write_opcua
 
 
-async def _until(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @contextlib.asynccontextmanager
 async def agent(case: Case, peers: Peers, tmp_path: Path) -> AsyncIterator[Agent]:
     """A driver running against the peer, a heartbeat on HB, a closed loop reading the echo."""
@@ -249,7 +241,7 @@ async def agent(case: Case, peers: Peers, tmp_path: Path) -> AsyncIterator[Agent
             samples = [latest.get(name) for name in ("Echo", "Remote")]
             return all(s is not None and s.quality is Quality.GOOD for s in samples)
 
-        await _until(ready, "the driver's first Good samples")
+        await until(ready, "the driver's first Good samples")
         loop = Loop(name="hb", mode="closed_loop", model="absent", strategy="direct",
                     output="y", target_tag="HB", enable_tag="Remote", heartbeat_tag="HB",
                     heartbeat_echo_tag="Echo", envelope_min=case.write_min + 1,
@@ -261,7 +253,7 @@ async def agent(case: Case, peers: Peers, tmp_path: Path) -> AsyncIterator[Agent
         heartbeat = Heartbeat("HB", driver, counter, clock=CLOCK, health=health)
         control = ControlLoop(
             loop, tags={t.name: t for t in tags}, drivers=dict.fromkeys(("HB", "Echo"), driver),
-            latest=latest, models=ModelManager(tmp_path / "models", None, {}, audit=no_audit),
+            latest=latest, models=ModelManager(tmp_path / "models", None, {}, audit=no_audit, clock=CLOCK),
             audit=audit, heartbeat=heartbeat, health=health, clock=CLOCK,
         )  # fmt: skip
         read, write = _plc(case, peers)
@@ -340,7 +332,7 @@ async def test_the_counter_wraps_inside_the_limits_and_gate_1_follows_across(
                 s = a.latest.get("Echo")
                 return s is not None and s.quality is Quality.GOOD and s.value == value
 
-            await _until(echoed, f"the echo {held}")
+            await until(echoed, f"the echo {held}")
             record = await a.loop.cycle()
             handshake = record["verdicts"][0]
             assert handshake == {"gate": "handshake", "ok": True, "reason": "ok"}, (sent, record)

@@ -11,6 +11,7 @@ import pytest
 
 from agent.control.audit import verify_file
 from tests.integration.control_rig import control_rig, wait_for
+from tests.support.config import ConfigDoc
 
 pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first
 
@@ -35,13 +36,18 @@ async def test_normal_operation_spends_the_strength_margin_on_limestone(tmp_path
     assert report.ok and report.records >= 4, report
 
 
+def _latest_c3s_only(config: ConfigDoc) -> None:
+    """The C3S input of both loops smoothed over 0.5 s: the latest lab result alone."""
+    config.set("loops[*].inputs[feature=clinker_c3s].window_s", 0.5)
+
+
 async def test_weak_clinker_is_corrected_with_separator_speed_in_limited_steps(
     tmp_path: Path,
 ) -> None:
     # x120: 10 min of settling is 5 s; the C3S window holds only the latest lab result.
     # A perfect lab (no sampling noise) keeps the story deterministic; sensors stay noisy.
     async with control_rig(tmp_path, time_scale=120.0, lab_time_scale=10.0, min_interval_s=5.0,
-                           max_rate_per_h=1000.0, window_s=0.5, lab_noise=False) as rig:  # fmt: skip
+                           max_rate_per_h=1000.0, edit=_latest_c3s_only, lab_noise=False) as rig:  # fmt: skip
         plant, mill = rig.plant, rig.plant.mill
         target = 47.5
         # Normal operation first: the margin is spent on limestone.
@@ -122,12 +128,12 @@ async def test_a_stopped_agent_lets_the_plc_fall_back_and_a_restart_replays_noth
     assert verify_file(rig.state_dir / "audit.db").ok  # one chain across both processes
 
 
-def _advisory_limestone(text: str) -> str:
+def _advisory_limestone(config: ConfigDoc) -> None:
     """The limestone loop in advisory mode, on the simulated operator screen."""
-    head, tail = text.split('name = "limestone"\nmode = "closed_loop"\n', 1)
-    return (head + 'name = "limestone"\nmode = "advisory"\nadvice_value_tag = "AdviceValue"\n'
-            'advice_id_tag = "AdviceId"\nadvice_effect_tag = "AdviceEffect"\n'
-            'ack_tag = "AdviceAck"\n' + tail)  # fmt: skip
+    config.set("loops[name=limestone].mode", "advisory")
+    for key, tag in (("advice_value_tag", "AdviceValue"), ("advice_id_tag", "AdviceId"),
+                     ("advice_effect_tag", "AdviceEffect"), ("ack_tag", "AdviceAck")):  # fmt: skip
+        config.add(f"loops[name=limestone].{key}", tag)
 
 
 async def test_advisory_mode_shows_the_suggestion_and_writes_only_after_the_ack(

@@ -9,7 +9,7 @@ Periods are counted in the other loop's cycles (observed progress), never in sec
 from __future__ import annotations
 
 import shutil
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,19 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.integration.control_rig import MODELS, control_rig, wait_for
-from tests.ports import free_port
+from tests.support.config import ConfigDoc
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(150)
 
 SUPERVISOR_EVENTS = ("task_returned", "task_failed", "task_recovered")
 
 
-def _limestone_off_and_api_on(port: int) -> Any:
-    def edit(text: str) -> str:
-        on = 'name = "limestone"\nmode = "off"\n'
-        text = text.replace('name = "limestone"\nmode = "closed_loop"\n', on, 1)
-        assert on in text
-        text = text.replace("[api]\nenabled = false\n", "[api]\n", 1)
-        return text.replace("\nport = 8787\n", f"\nport = {port}\n", 1)
+def _limestone_off_and_api_on(port: int) -> Callable[[ConfigDoc], object]:
+    def edit(config: ConfigDoc) -> None:
+        config.set("loops[name=limestone].mode", "off")
+        config.remove("api.enabled")  # control_rig turns it off
+        config.set("api.port", port)
 
     return edit
 
@@ -62,8 +61,8 @@ async def test_a_blocked_loop_warns_once_and_says_when_it_acts_again(tmp_path: P
     models = tmp_path / "models"  # empty at start: the loops' model is delivered later
     models.mkdir()
 
-    def no_models_yet(text: str) -> str:
-        return text.replace(f'models_dir = "{MODELS}"', f'models_dir = "{models}"', 1)
+    def no_models_yet(config: ConfigDoc) -> None:
+        config.set("agent.models_dir", str(models))
 
     def lines(event: str) -> list[MutableMapping[str, Any]]:
         return [e for e in logs if e["event"] == event and e.get("loop") == "separator"]

@@ -50,7 +50,7 @@ from drivers.modbus import ModbusDriver
 DT = AsyncModbusTcpClient.DATATYPE
 CLOCK = SystemClock()
 WAIT_S = 60.0  # the limit of a wait for a condition (polled): generous for a busy machine
-IN_FLIGHT_S = 60.0  # a request timeout long enough that "failed at once" cannot be its timeout
+IN_FLIGHT_S = 10 * WAIT_S  # a request timeout no wait reaches: what ends within a wait is not it
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -449,7 +449,8 @@ async def test_retries_leave_a_gap_before_bad(adhoc_server: AdHocServer) -> None
         adhoc_server.muted.add(3)
         muted_at = time.time()
         await sink.until(lambda: sink.status("b") == BAD_NO_COMMUNICATION)
-        await asyncio.sleep(0.3)
+        scans = drv.counters().scans  # three more scans of unit 1, however long they take:
+        await sink.until(lambda: drv.counters().scans >= scans + 3)  # none probes unit 3
         assert drv.counters().units[3].timeouts == 3  # two missed scans, then Bad, then backoff
     after = [s for s in sink.of("b") if s.source_time > muted_at]
     assert [s.status for s in after] == [BAD_NO_COMMUNICATION]  # a gap, then Bad once
@@ -541,11 +542,9 @@ async def test_a_lost_connection_raises_and_marks_every_tag_bad(
     task = asyncio.create_task(drv.run(sink))
     await sink.good("a", "b")
     await in_flight_to(adhoc_server, 3, sink)  # a request to unit 3, waiting for its timeout
-    stopped = time.monotonic()
     await adhoc_server.stop()
     with pytest.raises(ConnectionLostError):
-        await asyncio.wait_for(task, WAIT_S)
-    assert time.monotonic() - stopped < IN_FLIGHT_S / 2  # failed at once, not at its timeout
+        await asyncio.wait_for(task, WAIT_S)  # failed at once: within WAIT_S, not at its timeout
     assert {(s.tag, s.status, s.value) for s in sink.batches[-1]} == {
         ("a", BAD_NO_COMMUNICATION, None),
         ("b", BAD_NO_COMMUNICATION, None),
@@ -588,11 +587,9 @@ async def test_cancellation_mid_request_propagates_and_marks_bad(
     task = asyncio.create_task(drv.run(sink))
     await sink.good("a", "b")
     await in_flight_to(adhoc_server, 3, sink)  # unit 3's request is waiting for its timeout
-    cancelled = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - cancelled < IN_FLIGHT_S / 2  # at once, not at its timeout
+        await asyncio.wait_for(task, WAIT_S)  # at once: within WAIT_S, not at its timeout
     assert {(s.tag, s.status) for s in sink.batches[-1]} == {
         ("a", BAD_NO_COMMUNICATION),
         ("b", BAD_NO_COMMUNICATION),

@@ -1,6 +1,6 @@
 """The Modbus driver against a hostile server: garbled answers are counted Bad, never a 0.
 
-The peer is `tests.hostile_modbus` (plain asyncio, not pymodbus) on 127.0.0.1. An answer
+The peer is `tests.support.hostile_modbus` (plain asyncio, not pymodbus) on 127.0.0.1. An answer
 with a function code pymodbus cannot decode used to raise inside pymodbus' data_received:
 asyncio logged "Fatal error: protocol.data_received() call failed" with a traceback and
 dropped the connection, once per reply. An answer with another known function code counted
@@ -10,11 +10,9 @@ counted apart, one WARNING per request (repeats DEBUG, recovery INFO), the conne
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,7 +24,9 @@ from agent.domain.clock import SystemClock
 from agent.domain.errors import DeviceTimeoutError
 from agent.domain.samples import BAD_COMMUNICATION_ERROR, GOOD, Sample
 from drivers.modbus import ModbusDriver
-from tests.hostile_modbus import HostileModbusServer, Rule, Values, WrongFunction
+from tests.support.hostile_modbus import HostileModbusServer, Rule, Values, WrongFunction
+from tests.support.tasks import running
+from tests.support.wait import until
 
 UNDECODABLE = 0x41  # no such function code: pymodbus cannot decode the frame
 OTHER_FUNCTION = 0x04  # a read-input answer to a read-holding request
@@ -54,24 +54,6 @@ def driver(port: int) -> ModbusDriver:
     return ModbusDriver(source, TAGS, clock=SystemClock(), backoff=Backoff(initial_s=0.3))
 
 
-@contextlib.asynccontextmanager
-async def running(drv: ModbusDriver, samples: list[Sample]) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(drv.run(samples.extend))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-
-async def until(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.01)
-
-
 def of(samples: Sequence[Sample], name: str) -> list[Sample]:
     return [s for s in samples if s.tag == name]
 
@@ -88,7 +70,7 @@ async def test_garbled_answers_are_bad_samples_counted_and_logged_once(
     async with HostileModbusServer(rules) as server:
         drv = driver(server.port)
         with capture_logs() as events:
-            async with running(drv, samples) as task:
+            async with running(functools.partial(drv.run, samples.extend)) as task:
                 await until(lambda: drv.counters().unit(1).garbled >= 20 or task.done(),
                             "ten scans of garbled answers")  # fmt: skip
                 assert not task.done(), task.exception()  # the connection was kept
@@ -124,7 +106,7 @@ async def test_a_garbled_answer_to_a_write_says_it_may_have_been_applied() -> No
     async with HostileModbusServer({(1, 300): WrongFunction(UNDECODABLE)}) as server:
         drv = driver(server.port)
         samples: list[Sample] = []
-        async with running(drv, samples) as task:
+        async with running(functools.partial(drv.run, samples.extend)) as task:
             await until(lambda: of(samples, "Fine") != [], "the first scan")
             with pytest.raises(DeviceTimeoutError, match=r"garbled answer.*may or may not"):
                 await drv.write("Setpoint", 42)

@@ -9,80 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 from numpy.typing import NDArray
-from onnx import TensorProto, helper, numpy_helper
 
 from agent.domain.errors import RejectedError
 from agent.packages.keys import KeyFileError, generate_keypair, sign_package, verify_package
 from agent.packages.manifest import ModelRejectedError
 from agent.packages.package import load_package, load_public_key
-
-N_IN, N_OUT = 4, 3
-RNG = np.random.default_rng(7)
-W = RNG.uniform(0.1, 1.0, (N_IN, N_OUT)).astype(np.float32)
-B = RNG.uniform(-1.0, 1.0, N_OUT).astype(np.float32)
-
-
-def linear_model(
-    n_in: int = N_IN, *, batch: int | str = "N", log: bool = False, out_name: str = "y"
-) -> bytes:
-    """y = x @ W + b (or log of it), float32, with a dynamic batch axis named ``batch``."""
-    weight, bias = np.resize(W, (n_in, N_OUT)), B
-    nodes = [
-        helper.make_node("MatMul", ["x", "W"], ["xw"]),
-        helper.make_node("Add", ["xw", "b"], ["lin" if log else out_name]),
-    ]
-    if log:
-        nodes.append(helper.make_node("Log", ["lin"], [out_name]))
-    graph = helper.make_graph(
-        nodes,
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, n_in])],
-        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [batch, N_OUT])],
-        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
-
-
-def write_package(root: Path, model: bytes, *, n_in: int = N_IN, low: float = 1.0) -> Path:
-    directory = root / "models" / "vrm" / "1.0.0"
-    directory.mkdir(parents=True)
-    (directory / "model.onnx").write_bytes(model)
-    manifest: dict[str, Any] = {
-        "format_version": 1,
-        "name": "vrm",
-        "version": "1.0.0",
-        "created": "2026-11-01T12:00:00+00:00",
-        "training_period": {"start": "2026-08-01", "end": "2026-10-30"},
-        "inputs": [
-            {
-                "name": f"f{i}",
-                "tag": f"Mill.T{i}",
-                "unit": "%",
-                "min": low,
-                "max": low + 9,
-                "mean": low + 4,
-                "std": 2.0,
-            }
-            for i in range(n_in)
-        ],
-        "outputs": [{"name": f"y{j}", "unit": "MPa"} for j in range(N_OUT)],
-        "validation": {"split": "time-ordered", "rmse": {"y0": 1.4}},
-        "model": {
-            "file": "model.onnx",
-            "sha256": hashlib.sha256(model).hexdigest(),
-            "opset": 17,
-            "input_name": "x",
-            "output_name": "y",
-        },
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return directory
+from tests.support.model_packages import N_IN, N_OUT, RNG, B, W, linear_model, write_package
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from agent.control.audit import verify_file
 from agent.packages.keys import generate_keypair, sign_package
 from tests.integration.control_rig import MODELS, control_rig, wait_for
+from tests.support.config import ConfigDoc
 
 pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first
 DEMO = MODELS / "vrm-quality" / "1.0.0"
@@ -75,10 +76,9 @@ async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(
     generate_keypair(key, pub)
     _package(models, "1.0.0", key)
 
-    def own_models(text: str) -> str:
-        text = text.replace(f'models_dir = "{MODELS}"', f'models_dir = "{models}"')
-        return text.replace(f'model_public_key_file = "{MODELS}/demo-signing-key.pub.pem"',
-                            f'model_public_key_file = "{pub}"')  # fmt: skip
+    def own_models(config: ConfigDoc) -> None:
+        config.set("agent.models_dir", str(models))
+        config.set("agent.model_public_key_file", str(pub))
 
     async with control_rig(tmp_path, edit=own_models, min_interval_s=3.0) as rig:
         control = rig.app.control

@@ -1,9 +1,8 @@
 """The OPC UA driver against real faults of a server running in another process.
 
-The server is this very module run as a script (`python -m <module> PORT EXTRA GEN`): an
-asyncua server that registers EXTRA filler namespaces before its own (so its namespace
-index moves when EXTRA changes) and publishes `GEN * 1e6 + n` to five variables every
-50 ms. Faults are done to that process by its PID: terminate and start again with other
+The server is tests.support.opcua_line_server in a process of its own: an asyncua server
+that registers EXTRA filler namespaces before its own (so its namespace index moves when
+EXTRA changes) and publishes `GEN * 1e6 + n` to five variables every 50 ms. Faults are done to that process by its PID: terminate and start again with other
 namespace indexes (a PLC program download), and SIGSTOP / SIGCONT (a hung server: the TCP
 connection stays open, the subscription goes silent).
 """
@@ -12,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -28,53 +24,13 @@ from agent.domain.clock import SystemClock
 from agent.domain.samples import BAD_NODE_ID_UNKNOWN, Quality, Sample
 from agent.service.supervisor import Supervisor
 from drivers.opcua import OpcUaDriver
-from tests.ports import free_port
+from tests.support.opcua_line_server import NS, ServerProcess
+from tests.support.ports import free_port
+from tests.support.wait import until
 
-NS = "urn:edge-agent:test:line"
 ROOT = Path(__file__).resolve().parents[2]
 BACKOFF = Backoff(initial_s=0.1, max_s=0.4, jitter=0.2)
 WAIT_S = 120.0  # the limit of any wait for progress (a busy 2-core machine: be generous)
-
-
-class ServerProcess:
-    """The test server in a subprocess; every signal goes to its PID."""
-
-    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
-        self.process, self.log = process, log
-
-    @classmethod
-    async def prepare(cls, port: int, extra: int, generation: int, log: Path) -> ServerProcess:
-        """Start the process: it builds its address space, then waits for `serve()`."""
-        with log.open("ab") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", __name__, str(port), str(extra), str(generation),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                cwd=ROOT,
-            )  # fmt: skip
-        return cls(process, log)
-
-    async def serve(self) -> ServerProcess:
-        """Let it listen (binds the port) and wait until it does."""
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None and stdout is not None
-        stdin.write(b"GO\n")
-        await stdin.drain()
-        line = await asyncio.wait_for(stdout.readline(), WAIT_S)  # asyncua's init: seconds
-        assert line.strip() == b"READY", self.log.read_text()
-        return self
-
-    @classmethod
-    async def start(cls, port: int, extra: int, generation: int, log: Path) -> ServerProcess:
-        return await (await cls.prepare(port, extra, generation, log)).serve()
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.process.pid, sig)
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.signal(signal.SIGCONT)
-            self.process.terminate()
-            await self.process.wait()
 
 
 @contextlib.asynccontextmanager
@@ -107,13 +63,6 @@ TAGS = [
 ]
 
 
-async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"not within {WAIT_S:g} s: {what}"
-        await asyncio.sleep(0.02)
-
-
 def from_generation(samples: Sequence[Sample], name: str, generation: int) -> bool:
     return any(
         s.tag == name and s.quality is Quality.GOOD and int(s.value or 0) // 1_000_000 == generation
@@ -130,12 +79,12 @@ async def test_renumbered_namespaces_still_resolve_by_uri(tmp_path: Path) -> Non
     try:
         async with supervised(driver, samples.extend):
             names = [t.name for t in TAGS]
-            await until(lambda: all(from_generation(samples, n, 1) for n in names), "gen 1")
+            await until(lambda: all(from_generation(samples, n, 1) for n in names), "gen 1", WAIT_S)
             await server.stop()
             server = await renumbered.serve()
             seen = len(samples)
             await until(lambda: all(from_generation(samples[seen:], n, 2) for n in names[:4]),
-                        "gen 2 through nsu= ids and the browse path")  # fmt: skip
+                        "gen 2 through nsu= ids and the browse path", WAIT_S)  # fmt: skip
             after = samples[seen:]
             assert not any(s.status == BAD_NODE_ID_UNKNOWN for s in after if s.tag != "ByIndex")
             assert any(s.tag == "ByIndex" and s.status == BAD_NODE_ID_UNKNOWN for s in after)
@@ -154,61 +103,27 @@ async def test_a_silent_subscription_trips_the_watchdog(tmp_path: Path) -> None:
     server = await ServerProcess.start(port, 0, 1, tmp_path / "server.log")
     try:
         async with supervised(driver, samples.extend) as supervisor:
-            await until(lambda: from_generation(samples, "V0", 1), "first data")
+            await until(lambda: from_generation(samples, "V0", 1), "first data", WAIT_S)
             # A while of data (20 more notifications, however long they take): data in every
             # interval, so no keep-alive was needed.
             flowing = driver.counters.notifications_received + 20
-            await until(lambda: driver.counters.notifications_received >= flowing, "data flows")
+            await until(
+                lambda: driver.counters.notifications_received >= flowing, "data flows", WAIT_S
+            )
             assert driver.counters.keepalives == 0
             trips, restarts = driver.counters.watchdog_trips, supervisor.snapshot()[0].restarts
             server.signal(signal.SIGSTOP)
             # Our watchdog trips and ends the session (asyncua's own health probe would end
             # it with another error, and only after its 3 s timeout).
-            await until(lambda: driver.counters.watchdog_trips > trips, "watchdog trip")
-            await until(lambda: supervisor.snapshot()[0].restarts > restarts, "restart")
+            await until(lambda: driver.counters.watchdog_trips > trips, "watchdog trip", WAIT_S)
+            await until(lambda: supervisor.snapshot()[0].restarts > restarts, "restart", WAIT_S)
             assert "watchdog" in (supervisor.snapshot()[0].last_error or "")
             server.signal(signal.SIGCONT)
             seen = len(samples)
-            await until(lambda: from_generation(samples[seen:], "V0", 1), "data resumes")
+            await until(lambda: from_generation(samples[seen:], "V0", 1), "data resumes", WAIT_S)
     finally:
         await server.stop()
     assert driver.counters.reconnects >= 1
 
 
 # -- the server process --------------------------------------------------------------------
-
-
-async def _serve(port: int, extra: int, generation: int) -> None:
-    from asyncua import ua
-    from asyncua.server.server import Server
-
-    server = Server()
-    await server.init()
-    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    for i in range(extra):
-        await server.register_namespace(f"urn:edge-agent:test:filler:{i}")
-    idx = await server.register_namespace(NS)
-
-    def nid(identifier: str) -> ua.NodeId:
-        return ua.NodeId(cast(Any, identifier), cast(Any, idx))
-
-    line = await server.nodes.objects.add_folder(nid("Line"), ua.QualifiedName("Line", idx))
-    nodes = [
-        await line.add_variable(nid(f"Line/V{i}"), ua.QualifiedName(f"V{i}", idx), 0.0)
-        for i in range(5)
-    ]
-    await asyncio.to_thread(sys.stdin.readline)  # wait for the test's GO
-    async with server:
-        print("READY", flush=True)  # noqa: T201
-        n = 0
-        while True:
-            n += 1
-            value = ua.DataValue(ua.Variant(generation * 1_000_000.0 + n, ua.VariantType.Double))
-            for node in nodes:
-                await server.write_attribute_value(node.nodeid, value)
-            await asyncio.sleep(0.05)
-
-
-if __name__ == "__main__":
-    asyncio.run(_serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

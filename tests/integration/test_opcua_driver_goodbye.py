@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,8 +29,9 @@ from agent.domain.clock import SystemClock
 from agent.domain.samples import BAD_NO_COMMUNICATION, Quality, Sample
 from agent.service.supervisor import Supervisor
 from drivers.opcua import OpcUaDriver
-from tests.integration.opcua_goodbye import Goodbye, GoodbyeProxy
-from tests.ports import free_port
+from tests.support.opcua_goodbye import Goodbye, GoodbyeProxy
+from tests.support.ports import free_port
+from tests.support.wait import until
 
 NS = "urn:edge-agent:test:goodbye"
 BAD_SERVER_HALTED = 0x800E0000
@@ -64,13 +64,6 @@ async def supervised(driver: OpcUaDriver, samples: list[Sample]) -> AsyncIterato
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def until(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 def good(samples: list[Sample], generation: float) -> bool:

@@ -8,20 +8,16 @@ HTTP against the receiver: PUT the desired state, GET what the agent sent back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import logging
 import socket
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 from pydantic import SecretStr
 
 from agent.buffer.buffer import Buffer
@@ -33,8 +29,11 @@ from agent.packages.keys import generate_keypair, sign_package
 from agent.packages.package import load_package, load_public_key
 from agent.remote.client import RemoteSupport
 from agent.remote.diagnostics import Diagnostics, LogRing
-from agent.service.logs import NOISY_LIBRARIES, configure_logging, get_logger
-from tests.integration.test_model_package import linear_model, write_package
+from agent.service.logs import configure_logging, get_logger
+from tests.support.config import ConfigDoc, agent_config, modbus_source, opcua_source
+from tests.support.logs import kept_logging
+from tests.support.model_packages import linear_model, write_package
+from tests.support.tasks import running
 
 AGENT = "plant-1"
 TOKEN = SecretStr("t0ken-for-remote-tests")
@@ -46,29 +45,6 @@ STATUS: dict[str, Any] = {
     "last_errors": [],
     "active_model": None,
 }
-CONFIG = """
-[agent]
-id = "plant-1"
-
-[[sources]]
-kind = "opcua"
-name = "mill_plc"
-endpoint = "opc.tcp://127.0.0.1:{open_port}"
-security_policy = "None"
-security_mode = "None"
-username = "edge"
-password_file = "/etc/edge-agent/opcua-password"
-
-[[sources]]
-kind = "modbus"
-name = "packer"
-host = "127.0.0.1"
-port = {closed_port}
-
-[sync]
-url = "{url}"
-token_file = "/etc/edge-agent/cloud-token"
-"""
 
 
 class Rig:
@@ -156,33 +132,15 @@ class Rig:
         return directory
 
 
-@contextlib.asynccontextmanager
-async def running(remote: RemoteSupport) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(remote.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 @pytest.fixture
 def ring() -> Iterator[LogRing]:
     """JSON logging configured (to a string, debug: repeats show the progress of retries),
     with a LogRing on the root logger."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    library_levels = {name: logging.getLogger(name).level for name in NOISY_LIBRARIES}
-    configure_logging("debug", json=True, stream=io.StringIO())
-    log_ring = LogRing.install(capacity=5000)
-    yield log_ring
-    log_ring.uninstall()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lib_level in library_levels.items():
-        logging.getLogger(name).setLevel(lib_level)
-    structlog.reset_defaults()
+    with kept_logging():
+        configure_logging("debug", json=True, stream=io.StringIO())
+        log_ring = LogRing.install(capacity=5000)
+        yield log_ring
+        log_ring.uninstall()
 
 
 @pytest.fixture
@@ -216,9 +174,17 @@ def closed_port() -> int:
 
 
 def settings_for(rig: Rig, open_port: int) -> Settings:
-    text = CONFIG.format(open_port=open_port, closed_port=closed_port(), url=rig.cloud.url)
-    rig.config_path.write_text(text, encoding="utf-8")
-    return Settings(**tomllib.loads(text))
+    """The agent's config (a PLC port that answers, one that does not), written where
+    config_masked reads it."""
+    plc = opcua_source(f"opc.tcp://127.0.0.1:{open_port}", name="mill_plc", username="edge",
+                       password_file="/etc/edge-agent/opcua-password")  # fmt: skip
+    config = agent_config(
+        AGENT,
+        sources=[plc, modbus_source(closed_port(), name="packer")],
+        tags=[],
+        sync={"url": rig.cloud.url, "token_file": "/etc/edge-agent/cloud-token"},
+    ).write(rig.config_path)
+    return Settings(**ConfigDoc.read(config).data)
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -227,7 +193,7 @@ def settings_for(rig: Rig, open_port: int) -> Settings:
 async def test_the_status_report_reaches_the_receiver_every_interval(
     rig: Rig, listener: int
 ) -> None:
-    async with running(rig.remote(settings_for(rig, listener))):
+    async with running(rig.remote(settings_for(rig, listener)).run):
         await rig.until(lambda: _has(rig, "/status"))
         latest = await rig.get("/status")
         assert latest["report"] == STATUS
@@ -266,7 +232,7 @@ async def test_allowed_diagnostics_are_served_and_their_results_stored(
             ],
         }
     )
-    async with running(rig.remote(settings)):
+    async with running(rig.remote(settings).run):
         await rig.until(lambda: _count(rig, "/diagnostics", "results", 4))
     results = await rig.results()
     assert {r["status"] for r in results.values()} == {"done"}
@@ -314,7 +280,7 @@ async def test_a_forbidden_request_is_refused_audited_and_reported(
     rig: Rig, listener: int, item: dict[str, Any], reason: str
 ) -> None:
     await rig.desire({"diagnostics": [item, {"id": "ok-1", "kind": "buffer_stats"}]})
-    async with running(rig.remote(settings_for(rig, listener))):
+    async with running(rig.remote(settings_for(rig, listener)).run):
         await rig.until(lambda: _count(rig, "/diagnostics", "results", 2))
         results = await rig.results()
         await rig.more_rounds(2)  # two more rounds: refused once, not again
@@ -332,7 +298,7 @@ async def test_a_forbidden_request_is_refused_audited_and_reported(
 async def test_a_request_id_is_processed_once(rig: Rig, listener: int) -> None:
     dup = [{"id": "d1", "kind": "buffer_stats"}, {"id": "d1", "kind": "config_masked"}]
     await rig.desire({"diagnostics": dup})
-    async with running(rig.remote(settings_for(rig, listener))):
+    async with running(rig.remote(settings_for(rig, listener)).run):
         await rig.until(lambda: _count(rig, "/diagnostics", "results", 1))
         # the same id again, for another kind: the receiver offers it, the agent ignores it
         again = [{"id": "d1", "kind": "log_bundle"}, {"id": "d2", "kind": "buffer_stats"}]
@@ -352,7 +318,7 @@ async def test_a_request_id_is_processed_once(rig: Rig, listener: int) -> None:
 async def test_a_signed_model_version_is_delivered_into_models_dir(rig: Rig, listener: int) -> None:
     offered = rig.offer()
     await rig.desire({"model": {"name": "vrm", "version": "1.0.0"}, "diagnostics": []})
-    async with running(rig.remote(settings_for(rig, listener))):
+    async with running(rig.remote(settings_for(rig, listener)).run):
         await rig.until(lambda: _count(rig, "/deliveries", "deliveries", 1))
         await rig.more_rounds(2)  # present now: not fetched or reported again
     (delivery,) = (await rig.get("/deliveries"))["deliveries"]
@@ -385,7 +351,7 @@ async def test_a_tampered_model_is_refused_and_nothing_lands(
         offered.rename(offered.with_name("2.0.0"))
         asked = "2.0.0"
     await rig.desire({"model": {"name": "vrm", "version": asked}})
-    async with running(rig.remote(settings_for(rig, listener))):
+    async with running(rig.remote(settings_for(rig, listener)).run):
         await rig.until(lambda: _count(rig, "/deliveries", "deliveries", 1))
         # the document changes (ETag too), the model stays: rejected once, not fetched again
         more = [{"id": "x1", "kind": "buffer_stats"}]
@@ -404,7 +370,7 @@ async def test_a_tampered_model_is_refused_and_nothing_lands(
 async def test_without_a_public_key_no_model_is_delivered(rig: Rig, listener: int) -> None:
     rig.offer()
     await rig.desire({"model": {"name": "vrm", "version": "1.0.0"}})
-    async with running(rig.remote(settings_for(rig, listener), public_key=None)):
+    async with running(rig.remote(settings_for(rig, listener), public_key=None).run):
         await rig.until(lambda: _count(rig, "/deliveries", "deliveries", 1))
     (delivery,) = (await rig.get("/deliveries"))["deliveries"]
     assert delivery["status"] == "rejected"
@@ -433,7 +399,7 @@ async def test_an_unreachable_cloud_is_retried_with_backoff_and_never_stops_the_
         backoff=Backoff(initial_s=0.5, max_s=8.0),
         rand=lambda: 0.5,
     )
-    async with running(remote) as task:
+    async with running(remote.run) as task:
         deadline = time.monotonic() + 60  # generous: a busy machine is only slower
         while len(sync_failures(ring)) < 5:  # 0.5 + 1 + 2 + 4 + 8 ...: failed rounds seen
             assert time.monotonic() < deadline, f"failures seen: {len(sync_failures(ring))}"
@@ -476,7 +442,7 @@ async def test_a_wrong_token_is_logged_with_what_to_check_and_retried(
     rig: Rig, listener: int
 ) -> None:
     settings = settings_for(rig, listener)
-    async with running(rig.remote(settings, token=SecretStr("Wr0ngT0ken-xyz"))) as task:
+    async with running(rig.remote(settings, token=SecretStr("Wr0ngT0ken-xyz")).run) as task:
         await rig.until(lambda: _at_least(sync_failures(rig.ring), 3))  # retried, refused
         assert not task.done()
     assert await rig.get("/status") is None

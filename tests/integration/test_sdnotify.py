@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-import logging
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import structlog
 
 from agent.domain.clock import FakeClock
 from agent.domain.health import Health
-from agent.service.logs import configure_logging
 from agent.service.sdnotify import Notifier, keep_alive
+from tests.support.logs import events
 
 
 @pytest.fixture
@@ -33,18 +29,6 @@ def receiver(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
         yield sock, path
 
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    out = io.StringIO()
-    configure_logging("debug", json=True, stream=out)
-    yield out
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-
-
 def received(sock: socket.socket) -> list[str]:
     """Every datagram queued on `sock` right now."""
     out = []
@@ -53,10 +37,6 @@ def received(sock: socket.socket) -> list[str]:
             out.append(sock.recv(4096, socket.MSG_DONTWAIT).decode())
         except BlockingIOError:
             return out
-
-
-def events(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def test_messages_reach_a_path_socket(receiver: tuple[socket.socket, str]) -> None:

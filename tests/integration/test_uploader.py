@@ -10,29 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 from pydantic import SecretStr
 
 from agent.buffer.blocks import Catalog, CatalogEntry
 from agent.buffer.buffer import Buffer
 from agent.config.settings import SyncSection
 from agent.demo.cloud import CloudReceiver, Fault
-from agent.domain.backoff import Backoff
 from agent.domain.clock import FakeClock
 from agent.domain.samples import Sample
-from agent.service.logs import NOISY_LIBRARIES, configure_logging
 from agent.sync.uploader import Uploader
+from tests.support.logs import events
+from tests.support.uploading import AGENT, drive, running, uploader
 
-AGENT = "plant-1"
 Row = tuple[str, float, Any, int]
 
 
@@ -61,47 +57,6 @@ class Plant:
         return sorted(r for seq, rows in self.batches.items() if seq not in without for r in rows)
 
 
-async def drive(
-    clock: FakeClock, done: Callable[[], bool], *, step: float = 0.5, within: float = 60.0
-) -> None:
-    """Advance fake time by ``step`` until ``done()``, letting real I/O run in between."""
-    deadline = time.monotonic() + within
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done within {within} s real (fake t={clock.monotonic()})")
-        await clock.advance(step)
-        await asyncio.sleep(0.003)
-
-
-def uploader(
-    buffer: Buffer, url: str, clock: FakeClock, tmp_path: Path, **options: Any
-) -> Uploader:
-    token = options.pop("token", None)
-    progress_every_s = options.pop("progress_every_s", 30.0)
-    return Uploader(
-        buffer,
-        SyncSection(url=url, **options),
-        agent_id=AGENT,
-        token=token,
-        clock=clock,
-        base_dir=tmp_path,
-        backoff=Backoff(initial_s=0.5, max_s=8.0),
-        rand=lambda: 0.5,
-        progress_every_s=progress_every_s,
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(up: Uploader) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(up.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -114,26 +69,6 @@ async def buffer(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Buffer]:
     )
     yield buf
     await buf.close()
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Everything logged (debug level, JSON lines, httpx/httpcore/uvicorn included)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    library_levels = {name: logging.getLogger(name).level for name in NOISY_LIBRARIES}
-    out = io.StringIO()
-    configure_logging("debug", json=True, stream=out)
-    yield out
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lib_level in library_levels.items():
-        logging.getLogger(name).setLevel(lib_level)
-    structlog.reset_defaults()
-
-
-def events(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 # -- tests ------------------------------------------------------------------------------------

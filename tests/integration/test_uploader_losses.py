@@ -18,11 +18,9 @@ from agent.buffer.buffer import Buffer
 from agent.demo.cloud import CloudReceiver, Fault
 from agent.domain.clock import FakeClock
 from agent.domain.samples import Sample
-from tests.integration.test_buffer_disk_full import starve
-from tests.integration.test_uploader import drive, events, logs, running, uploader
-from tests.small_disk import small_disk
-
-__all__ = ["logs"]  # the fixture, imported for these tests
+from tests.support.logs import events
+from tests.support.small_disk import small_disk, starve
+from tests.support.uploading import drive, running, uploader
 
 AGENT = "plant-1"
 T = 1_767_225_600.0

@@ -6,8 +6,6 @@ The PKI (a CA, a server certificate for 127.0.0.1, a client certificate) is gene
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import ipaddress
 from collections.abc import AsyncIterator
@@ -23,15 +21,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.buffer.blocks import Catalog, CatalogEntry
 from agent.buffer.buffer import Buffer
-from agent.config.settings import SyncSection
 from agent.demo.cloud import CloudReceiver
-from agent.domain.backoff import Backoff
 from agent.domain.clock import FakeClock
 from agent.domain.errors import ConfigError
 from agent.domain.samples import Sample
 from agent.sync.uploader import Uploader
+from tests.support.uploading import AGENT, drive, running, uploader
 
-AGENT = "plant-1"
 CATALOG = Catalog((CatalogEntry("Mill.Power", "kW", "plc"),))
 
 
@@ -134,28 +130,11 @@ async def buffer(tmp_path: Path) -> AsyncIterator[Buffer]:
 async def upload(buffer: Buffer, url: str, tmp_path: Path, **tls: Any) -> Uploader:
     """Run an uploader until the buffer is empty or three attempts failed; return it."""
     clock = FakeClock()
-    up = Uploader(
-        buffer,
-        SyncSection(url=url, **tls),
-        agent_id=AGENT,
-        token=None,
-        clock=clock,
-        base_dir=tmp_path,
-        backoff=Backoff(initial_s=0.5, max_s=2.0),
-        rand=lambda: 0.5,
-    )
-    task = asyncio.create_task(up.run())
-    try:
-        for _ in range(2000):
-            if buffer.budget().blocks_pending == 0 or up.stats().consecutive_failures >= 3:
-                break
-            await clock.advance(0.5)
-            await asyncio.sleep(0.005)
+    up = uploader(buffer, url, clock, tmp_path, **tls)
+    async with running(up) as task:
+        await drive(clock, lambda: task.done() or buffer.budget().blocks_pending == 0
+                    or up.stats().consecutive_failures >= 3)  # fmt: skip
         assert not task.done(), "run() must not end on a TLS failure"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     return up
 
 
@@ -210,13 +189,7 @@ async def test_mutual_tls_needs_the_client_certificate(
 
 
 async def test_an_unreadable_ca_bundle_is_a_config_error(tmp_path: Path, buffer: Buffer) -> None:
-    up = Uploader(
-        buffer,
-        SyncSection(url="https://127.0.0.1:9", ca_file=Path("missing-ca.pem")),
-        agent_id=AGENT,
-        token=None,
-        clock=FakeClock(),
-        base_dir=tmp_path,
-    )
+    up = uploader(buffer, "https://127.0.0.1:9", FakeClock(), tmp_path,
+                  ca_file=Path("missing-ca.pem"))  # fmt: skip
     with pytest.raises(ConfigError, match=r"sync\.ca_file"):
         await up.run()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.config import replace_once
+from tests.support.env import clean_env
 
 AGENT = [sys.executable, "-m", "agent"]
 WAIT_S = 120.0  # the limit of a wait for the agent: generous, a busy machine is only slower
@@ -26,9 +28,7 @@ enabled = false  # tests run side by side: no fixed port
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
-    return env
+    return clean_env()
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_second_agent_on_same_state_dir_is_refused(
 
 def test_run_with_broken_config_starts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
-    path.write_text(CONFIG.replace('id = "sys-1"', 'id = "sys-1"\nlog_levl = "debug"'))
+    path.write_text(replace_once(CONFIG, 'id = "sys-1"', 'id = "sys-1"\nlog_levl = "debug"'))
     result = subprocess.run(
         [*AGENT, "run", "--config", str(path)],
         capture_output=True,

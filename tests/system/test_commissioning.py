@@ -12,6 +12,7 @@ import pytest
 
 from agent.demo.certs import OpcUaSecurity
 from agent.demo.runner import SimulatedPlant
+from tests.support.config import agent_config, mill_tags, modbus_source, opcua_source
 
 AGENT = [sys.executable, "-m", "agent"]
 NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
@@ -27,55 +28,19 @@ async def _cli(*args: str) -> tuple[int, str, str]:
 
 
 def _config(tmp: Path, opcua_url: str, modbus_port: int, *, secure: bool = False) -> Path:
-    security = (
-        'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"\n'
-        'username = "operator"\npassword_file = "pw"\n'
-        if secure
-        else 'security_policy = "None"\nsecurity_mode = "None"\n'
-    )
-    text = f"""
-[agent]
-id = "commissioning"
-state_dir = "state"
-
-[api]
-enabled = false
-
-[[sources]]
-kind = "opcua"
-name = "mill"
-endpoint = "{opcua_url}"
-{security}
-[[sources]]
-kind = "modbus"
-name = "feeders"
-host = "127.0.0.1"
-port = {modbus_port}
-
-[[tags]]
-name = "SeparatorSpeed"
-source = "mill"
-address = "{NSU}SeparatorSpeed"
-unit = "rpm"
-
-[[tags]]
-name = "Running"
-source = "mill"
-address = "{NSU}Running"
-
-[[tags]]
-name = "TotalFeedRateSwapped"
-source = "feeders"
-address = "input:12"
-type = "float32"
-byte_order = "CDAB"
-unit = "t/h"
-"""
+    security = {"security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt",
+                "username": "operator", "password_file": "pw"}  # fmt: skip
+    opcua = opcua_source(opcua_url, **(security if secure else {}))
+    feeders = {"name": "TotalFeedRateSwapped", "source": "feeders", "address": "input:12",
+               "type": "float32", "byte_order": "CDAB", "unit": "t/h"}  # fmt: skip
     (tmp / "pw").write_text("s3cret-pw\n")
     (tmp / "pw").chmod(0o600)
-    path = tmp / "agent.toml"
-    path.write_text(text)
-    return path
+    return agent_config(
+        "commissioning",
+        sources=[opcua, modbus_source(modbus_port)],
+        tags=[*mill_tags("SeparatorSpeed", unit="rpm"), *mill_tags("Running"), feeders],
+        api={"enabled": False},
+    ).write(tmp / "agent.toml")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import socket
@@ -33,49 +32,36 @@ from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.domain.clock import SystemClock
 from agent.domain.samples import Sample
-from tests.ports import free_port
-from tests.small_disk import fill, small_disk
+from tests.support.config import agent_config, mill_tags, opcua_source
+from tests.support.env import clean_env
+from tests.support.ports import free_port
+from tests.support.small_disk import fill, small_disk
 
 AGENT_ID = "disk-1"
-NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
 TAGS = ("FeedRate", "SeparatorSpeed", "MillPower", "Vibration")
 DISK = 4 * 1024 * 1024
 STALL_S = 90.0  # a wait fails only after this long without the progress it watches
 
 
 def _config(tmp: Path, state: Path, opcua_url: str, cloud_url: str, api_port: int) -> Path:
-    tags = "".join(
-        f'\n[[tags]]\nname = "{name}"\nsource = "mill"\naddress = "{NSU}{name}"\n' for name in TAGS
+    return (
+        agent_config(
+            AGENT_ID,
+            sources=[opcua_source(opcua_url)],
+            tags=mill_tags(*TAGS),
+            sync={
+                "enabled": True,
+                "url": cloud_url,
+                "flush_interval_s": 0.2,
+                "max_buffer_bytes": 50_000_000,
+                "timeout_s": 5,
+            },
+            api={"enabled": True, "port": api_port},
+            shutdown_timeout_s=60,
+        )
+        .set("agent.state_dir", state)
+        .write(tmp / "agent.toml")
     )
-    text = f"""
-[agent]
-id = "{AGENT_ID}"
-state_dir = "{state}"
-shutdown_timeout_s = 60
-
-[[sources]]
-kind = "opcua"
-name = "mill"
-endpoint = "{opcua_url}"
-security_policy = "None"
-security_mode = "None"
-publishing_interval_s = 0.2
-sampling_interval_s = 0.1
-{tags}
-[sync]
-enabled = true
-url = "{cloud_url}"
-flush_interval_s = 0.2
-max_buffer_bytes = 50_000_000
-timeout_s = 5
-
-[api]
-enabled = true
-port = {api_port}
-"""
-    path = tmp / "agent.toml"
-    path.write_text(text)
-    return path
 
 
 async def _prefill(state: Path, target_bytes: int) -> None:
@@ -198,8 +184,7 @@ async def test_a_full_disk_is_reported_survived_and_every_lost_block_announced(
         async with SimulatedPlant(opcua_port=0, modbus_port=0, time_scale=5) as plant, \
                 _notify_socket(tmp_path) as (notify, notify_path):  # fmt: skip
             config = _config(tmp_path, state, plant.opcua_url, cloud_url, api_port)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT__")}
-            env["NOTIFY_SOCKET"] = notify_path
+            env = clean_env(NOTIFY_SOCKET=notify_path)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agent", "run", "--config", str(config), env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

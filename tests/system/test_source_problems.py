@@ -1,6 +1,6 @@
 """The agent as a subprocess against a hostile Modbus device: counted, shown, no traceback.
 
-The device (`tests.hostile_modbus`, in this test's event loop) answers one register well,
+The device (`tests.support.hostile_modbus`, in this test's event loop) answers one register well,
 refuses another (exception 0x02), garbles a third (a function code pymodbus cannot decode)
 and leaves a whole unit unanswered. The agent must keep running without a traceback or an
 asyncio "Fatal error" line, log each problem once as a WARNING, and show per source its Bad
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -25,47 +24,30 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.hostile_modbus import HostileModbusServer, Refuse, Rule, Silent, WrongFunction
-from tests.ports import free_port
+from tests.support.config import agent_config, modbus_source
+from tests.support.env import clean_env
+from tests.support.hostile_modbus import HostileModbusServer, Refuse, Rule, Silent, WrongFunction
+from tests.support.ports import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
+    return clean_env()
 
 
 def write_config(tmp: Path, device_port: int, api_port: int) -> Path:
-    path = tmp / "agent.toml"
     tags = [("Fine", 1, 0), ("Refused", 1, 100), ("Garbled", 1, 200), ("Dead", 2, 0)]
-    path.write_text(
-        f"""
-[agent]
-id = "hostile-1"
-state_dir = "state"
-
-[sync]
-enabled = false
-
-[api]
-port = {api_port}
-
-[[sources]]
-kind = "modbus"
-name = "plc"
-host = "127.0.0.1"
-port = {device_port}
-poll_interval_s = 1.0  # a scan holding a dead unit's timeout fits, even on a busy machine
-timeout_s = 0.2
-retries = 0
-"""
-        + "".join(
-            f'\n[[tags]]\nname = "{name}"\nsource = "plc"\naddress = "holding:{address}"\n'
-            f'type = "uint16"\nunit_id = {unit}\n'
-            for name, unit, address in tags
-        )
-    )
-    return path
+    return agent_config(
+        "hostile-1",
+        sources=[modbus_source(device_port, name="plc", timeout_s=0.2, retries=0,
+                               # a scan holding a dead unit's timeout fits, even when busy
+                               poll_interval_s=1.0)],
+        tags=[{"name": name, "source": "plc", "address": f"holding:{address}",
+               "type": "uint16", "unit_id": unit} for name, unit, address in tags],
+        sync={"enabled": False},
+        api={"port": api_port},
+    ).write(tmp / "agent.toml")  # fmt: skip
 
 
 @dataclass

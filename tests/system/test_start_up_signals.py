@@ -31,7 +31,9 @@ from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.demo.show import write_demo_config
 from agent.demo.stage import MODELS
-from tests.ports import free_port
+from tests.support.config import ConfigDoc
+from tests.support.env import clean_env
+from tests.support.ports import free_port
 
 MODULE = [sys.executable, "-m", "agent"]
 SCRIPT = [str(Path(sys.executable).with_name("edge-agent"))]  # the console script systemd runs
@@ -42,8 +44,7 @@ HEAVY_IMPORTS = ("pydantic", "agent.config.loader", "structlog", "asyncua", "age
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
+    env = clean_env()
     env.pop("PYTHONPROFILEIMPORTTIME", None)
     # The drain's limit (10 s in the demo config) is not under test: a busy machine may
     # need longer, and a forced exit (code 1) would then hide what is.
@@ -68,15 +69,11 @@ async def config(tmp_path: Path) -> AsyncIterator[Path]:
         CloudReceiver(tmp_path / "cloud") as cloud,
     ):
         path = write_demo_config(tmp_path, plant.opcua_url, plant.modbus_port, cloud.url)
-        text = path.read_text()
-        for old, new in (
-            ('models_dir = "../models"', f'models_dir = "{MODELS}"'),
-            ('model_public_key_file = "../models/', f'model_public_key_file = "{MODELS}/'),
-            ("\nport = 8787\n", f"\nport = {free_port()}\n"),
-        ):
-            assert old in text, old
-            text = text.replace(old, new)
-        path.write_text(text)
+        config = ConfigDoc.read(path)
+        config.set("agent.models_dir", str(MODELS))
+        config.set("agent.model_public_key_file", str(MODELS / "demo-signing-key.pub.pem"))
+        config.set("api.port", free_port())
+        config.write(path)
         yield path
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,62 +18,33 @@ import pytest
 
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
-from tests.ports import free_port
+from tests.support.config import FEEDER_TAG, agent_config, mill_tags, modbus_source, opcua_source
+from tests.support.env import clean_env
+from tests.support.ports import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 WAIT_S = 120.0  # the limit of a polled wait: generous, a busy machine is only slower
-NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
+    return clean_env()
 
 
 def write_config(tmp: Path, plant: SimulatedPlant, cloud_port: int, api_port: int) -> Path:
-    path = tmp / "agent.toml"
-    path.write_text(f"""
-[agent]
-id = "status-1"
-state_dir = "state"
-
-[[sources]]
-kind = "opcua"
-name = "mill"
-endpoint = "{plant.opcua_url}"
-security_policy = "None"
-security_mode = "None"
-publishing_interval_s = 0.2
-sampling_interval_s = 0.1
-
-[[sources]]
-kind = "modbus"
-name = "feeders"
-host = "127.0.0.1"
-port = {plant.modbus_port}
-poll_interval_s = 0.2
-
-[[tags]]
-name = "MillPower"
-source = "mill"
-address = "{NSU}MillPower"
-
-[[tags]]
-name = "ClinkerFeedRate"
-source = "feeders"
-address = "input:1"
-type = "int16"
-unit_id = 1
-scale = 0.1
-
-[sync]
-url = "http://127.0.0.1:{cloud_port}"
-flush_interval_s = 0.2
-bandwidth_limit_bytes_per_s = 900  # a backlog drains slowly behind live
-
-[api]
-port = {api_port}
-""")
-    return path
+    return agent_config(
+        "status-1",
+        sources=[
+            opcua_source(plant.opcua_url),
+            modbus_source(plant.modbus_port, poll_interval_s=0.2),
+        ],
+        tags=[*mill_tags("MillPower"), FEEDER_TAG],
+        sync={
+            "url": f"http://127.0.0.1:{cloud_port}",
+            "flush_interval_s": 0.2,
+            "bandwidth_limit_bytes_per_s": 900,
+        },  # a backlog drains slowly behind live
+        api={"port": api_port},
+    ).write(tmp / "agent.toml")
 
 
 async def status(*args: str) -> tuple[int, str, str]:

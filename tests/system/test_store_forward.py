@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import random
 import signal
 import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from asyncua.client.client import Client
 
 from agent.buffer.blocks import Catalog, CatalogEntry
 from agent.buffer.buffer import Buffer
@@ -30,51 +30,37 @@ from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.domain.clock import SystemClock
 from agent.domain.samples import Sample
+from tests.support.config import agent_config, mill_tags, opcua_source
+from tests.support.env import clean_env
+from tests.support.plant import REQUEST_TIMEOUT_S, read
+from tests.support.wait import eventually, until
 
 AGENT = [sys.executable, "-m", "agent"]
 WAIT_S = 120.0  # the limit of any one wait for progress (generous: a busy 2-core machine)
-NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
-TAGS = ("FeedRate", "SeparatorSpeed", "MillPower", "Vibration", "RemoteActive", "Heartbeat")
+MOVING = ("FeedRate", "SeparatorSpeed", "MillPower", "Vibration")  # a new value every tick
+TAGS = (*MOVING, "RemoteActive", "Heartbeat")
 
 
 def _config(tmp: Path, opcua_url: str, cloud_url: str, *, max_buffer_bytes: int = 50_000_000,
             sync: bool = True) -> Path:  # fmt: skip
-    tags = "".join(
-        f'\n[[tags]]\nname = "{name}"\nsource = "mill"\naddress = "{NSU}{name}"\n' for name in TAGS
-    )
-    text = f"""
-[agent]
-id = "sf-1"
-state_dir = "state"
-shutdown_timeout_s = 60  # a limit, not a wait: a busy machine may be slow to drain
-
-[[sources]]
-kind = "opcua"
-name = "mill"
-endpoint = "{opcua_url}"
-security_policy = "None"
-security_mode = "None"
-publishing_interval_s = 0.2
-sampling_interval_s = 0.1
-{tags}
-[sync]
-enabled = {"true" if sync else "false"}
-url = "{cloud_url}"
-flush_interval_s = 0.2
-max_buffer_bytes = {max_buffer_bytes}
-
-[api]
-enabled = false
-"""
-    path = tmp / "agent.toml"
-    path.write_text(text)
-    return path
+    return agent_config(
+        "sf-1",
+        sources=[opcua_source(opcua_url)],
+        tags=mill_tags(*TAGS),
+        sync={
+            "enabled": sync,
+            "url": cloud_url,
+            "flush_interval_s": 0.2,
+            "max_buffer_bytes": max_buffer_bytes,
+        },
+        api={"enabled": False},
+        shutdown_timeout_s=60,  # a limit, not a wait: a busy machine may be slow to drain
+    ).write(tmp / "agent.toml")
 
 
 async def _start(config: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT__")}
     return await asyncio.create_subprocess_exec(
-        *AGENT, "run", "--config", str(config), env=env,
+        *AGENT, "run", "--config", str(config), env=clean_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -101,12 +87,25 @@ async def _until_started(proc: asyncio.subprocess.Process) -> list[dict[str, obj
     return await _until_event(proc, "agent_started")
 
 
-async def _until(check: Callable[[], bool], what: str) -> None:
-    """Poll `check` until true; fail naming `what` after WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"not within {WAIT_S:g} s: {what}"
-        await asyncio.sleep(0.05)
+async def _moved_on(plant: SimulatedPlant) -> None:
+    """Until every moving tag's value at the plant's OPC UA server has a newer source
+    timestamp than when this was called: the plant has stepped and published since."""
+    client = Client(plant.opcua_url, timeout=REQUEST_TIMEOUT_S)
+    await client.connect()
+    try:
+
+        async def stamps() -> dict[str, object]:
+            return {tag: (await read(client, tag)).SourceTimestamp for tag in MOVING}
+
+        before = await stamps()
+
+        async def moved() -> bool:
+            now = await stamps()
+            return all(now[tag] != before[tag] for tag in MOVING)
+
+        await eventually(moved, f"new values of {MOVING} at the OPC UA server", WAIT_S)
+    finally:
+        await client.disconnect()
 
 
 def _received(cloud: CloudReceiver, blocks: int) -> bool:
@@ -147,19 +146,30 @@ async def test_sigkill_20_times_loses_and_duplicates_nothing(
             else:
                 await _until_started(proc)
                 want = len(cloud.store.blocks("sf-1")) + more
-                await _until(functools.partial(_received, cloud, want), "uploads")
+                await until(functools.partial(_received, cloud, want), "uploads", WAIT_S)
                 uploading += 1
             proc.send_signal(signal.SIGKILL)
             await proc.communicate()
             assert proc.returncode == -signal.SIGKILL
         # Last run: no new data (the plant is paused), drain everything, stop gracefully.
+        # The last run subscribes anew, and OPC UA then re-delivers each item's current value
+        # with its original source timestamp. Paused at once, the plant may not have published
+        # since the killed run last received (and stored) those values: they would arrive a
+        # second time, and the check below that a moving tag is never seen twice would judge
+        # a re-read, not a duplicated block. So the plant first moves on, as observed at its
+        # OPC UA server: every moving tag carries a source timestamp no killed run has seen.
+        await _moved_on(plant)
         await plant.pause()
         before = len(cloud.store.blocks("sf-1"))
         proc = await _start(config)
         # This run's first blocks (its catalog and the subscription's current values) reach
         # the cloud before the drain is judged, however slowly the agent starts under load.
-        await _until(lambda: len(cloud.store.blocks("sf-1")) > before + 1, "the last run uploads")
-        await _until(lambda: _pending(tmp_path / "state") == 0, "the backlog drained")
+        await until(
+            lambda: len(cloud.store.blocks("sf-1")) > before + 1,
+            "the last run uploads",
+            within=WAIT_S,
+        )
+        await until(lambda: _pending(tmp_path / "state") == 0, "the backlog drained", WAIT_S)
         proc.send_signal(signal.SIGTERM)
         events = await _events(proc)
         assert proc.returncode == 0
@@ -186,8 +196,7 @@ async def test_sigkill_20_times_loses_and_duplicates_nothing(
         twice = {k: n for k, n in keys.items() if n > 1}
         assert all(len(rows[k]) == 1 for k in twice), "different values at one timestamp"
         assert sum(n - 1 for n in twice.values()) <= 21 * len(TAGS)  # one per run at most
-        moving = {"FeedRate", "SeparatorSpeed", "MillPower", "Vibration"}
-        assert not [k for k in twice if k[0] in moving], "a changing tag's sample arrived twice"
+        assert not [k for k in twice if k[0] in MOVING], "a changing tag's sample arrived twice"
         assert {tag for tag, *_ in samples} >= {"FeedRate", "SeparatorSpeed", "MillPower"}
 
 
@@ -200,7 +209,7 @@ async def test_corrupt_buffer_is_moved_aside_and_the_agent_starts(
     (state / "buffer.db").write_bytes(b"this is not a database" * 1000)
     proc = await _start(config)
     first = await _until_started(proc)
-    await _until(lambda: _pending(state) >= 1, "the new store took a block")
+    await until(lambda: _pending(state) >= 1, "the new store took a block", WAIT_S)
     proc.send_signal(signal.SIGTERM)
     events = first + await _events(proc)
     assert proc.returncode == 0

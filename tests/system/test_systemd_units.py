@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -30,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from agent.config.settings import AgentSection
-from tests.ports import free_port
+from tests.support.env import clean_env
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
@@ -77,8 +77,7 @@ def test_agent_notifies_ready_status_watchdog_and_stopping(
         f'[sync]\nurl = "http://127.0.0.1:{free_port()}/"\nflush_interval_s = 0.2\n'
         "\n[api]\nenabled = false\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
+    env = clean_env()
     env.pop("WATCHDOG_PID", None)
     env |= {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}  # WATCHDOG=1 every second
     with (tmp_path / "out.log").open("w") as out:

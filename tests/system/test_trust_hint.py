@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shlex
 import signal
@@ -26,18 +25,17 @@ from agent.control.audit import AUDIT_FILE, AuditLog
 from agent.demo.certs import OpcUaSecurity
 from agent.demo.runner import SimulatedPlant
 from agent.domain.clock import SystemClock
+from tests.support.config import agent_config, mill_tags, opcua_source
+from tests.support.env import clean_env
 
 SCRIPT = Path(sys.executable).with_name("edge-agent")  # what plant IT types: `edge-agent`
-NSU = "nsu=urn:edge-agent:demo:cement-mill;s=Plant/Mill1/"
 WAIT_S = 120.0  # the limit of a wait (generous: RSA handshakes on a busy machine)
 HINT = re.compile(r"(edge-agent opcua trust .*?) \(moves it into ")
 
 
 def _env(**extra: str) -> dict[str, str]:
     """An operator's shell: no agent variables, no systemd credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
-    return {**env, **extra}
+    return clean_env(**extra)
 
 
 async def _run(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
@@ -69,35 +67,17 @@ def _config(tmp: Path, opcua_url: str) -> Path:
     """plant/agent.toml, relative paths, the password as a systemd credential."""
     folder = tmp / "plant"
     folder.mkdir()
-    (folder / "agent.toml").write_text(f"""
-[agent]
-id = "trust-1"
-state_dir = "state"
-shutdown_timeout_s = 60
-
-[api]
-enabled = false
-
-[[sources]]
-kind = "opcua"
-name = "mill"
-endpoint = "{opcua_url}"
-security_policy = "Basic256Sha256"
-security_mode = "SignAndEncrypt"
-username = "operator"
-password_credential = "opcua-password"
-trusted_dir = "pki-trusted"
-
-[[tags]]
-name = "SeparatorSpeed"
-source = "mill"
-address = "{NSU}SeparatorSpeed"
-
-[sync]
-enabled = true
-url = "https://ingest.example.com/v1/"
-token_credential = "cloud-token"
-""")
+    agent_config(
+        "trust-1",
+        sources=[opcua_source(opcua_url, security_policy="Basic256Sha256",
+                              security_mode="SignAndEncrypt", username="operator",
+                              password_credential="opcua-password", trusted_dir="pki-trusted")],
+        tags=mill_tags("SeparatorSpeed"),
+        sync={"enabled": True, "url": "https://ingest.example.com/v1/",
+              "token_credential": "cloud-token"},
+        api={"enabled": False},
+        shutdown_timeout_s=60,
+    ).write(folder / "agent.toml")  # fmt: skip
     credentials = tmp / "credentials"
     credentials.mkdir()
     for name, secret in (("opcua-password", "s3cret-pw"), ("cloud-token", "tok")):

@@ -6,19 +6,17 @@ values nested hundreds of levels deep (arrays and inline tables: Python's TOML p
 recurses), invalid UTF-8, NUL bytes, random binary, huge files. Whatever the input, the
 outcome is a `LoadedConfig` or a `ConfigError` whose problems are each one readable line;
 never another exception (systemd would restart the agent in a loop on exit code 1).
-`check` and `run` get a few of those files as subprocesses (exit 78, no traceback).
+`check` and `run` get a few of those files as subprocesses (exit 78, no traceback). The file
+alone decides: tests/conftest.py removes the runner's EDGE_AGENT__ variables for every test.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +25,8 @@ from hypothesis import strategies as st
 from agent.config.loader import LoadedConfig, load_config
 from agent.config.reader import MAX_DEPTH, MAX_FILE_BYTES
 from agent.domain.errors import ConfigError
+from tests.support.config import replace_once
+from tests.support.env import clean_env
 
 BASE = """\
 [agent]
@@ -64,16 +64,6 @@ enabled = false
 """
 LINES = BASE.splitlines(keepends=True)
 AGENT = [sys.executable, "-m", "agent"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_overrides() -> Iterator[None]:
-    """The file alone decides: no EDGE_AGENT__ variable of the runner's environment."""
-    with mock.patch.dict(os.environ):
-        for name in [n for n in os.environ if n.upper().startswith("EDGE_AGENT__")]:
-            del os.environ[name]
-        os.environ.pop("CREDENTIALS_DIRECTORY", None)
-        yield
 
 
 def outcome(content: bytes) -> LoadedConfig | ConfigError:
@@ -200,7 +190,7 @@ def test_any_binary_is_refused_or_loads(content: bytes) -> None:
 @given(deep_values(), st.sampled_from(["agent.id", "tags", "x", "sources"]))
 def test_deep_nesting_is_refused_with_its_key(value: str, where: str) -> None:
     if where == "agent.id":
-        text = BASE.replace('id = "fuzz-1"', f"id = {value}")
+        text = replace_once(BASE, 'id = "fuzz-1"', f"id = {value}")
     elif where in ("tags", "sources"):
         text = BASE + f"\n[[{where}]]\nname = {value}\n"
     else:
@@ -213,7 +203,7 @@ def test_deep_nesting_is_refused_with_its_key(value: str, where: str) -> None:
 
 
 def test_a_nul_in_a_value_is_refused_by_name() -> None:
-    result = outcome(BASE.replace('"state"', '"st\\u0000ate"').encode())
+    result = outcome(replace_once(BASE, '"state"', '"st\\u0000ate"').encode())
     assert isinstance(result, ConfigError)
     assert [(p.key, p.expected) for p in result.problems] == [
         ("agent.state_dir", "text without NUL characters")
@@ -236,7 +226,7 @@ def test_a_file_just_under_the_limit_loads() -> None:
 
 
 def test_a_huge_value_is_shown_shortened() -> None:
-    result = outcome(BASE.replace('"fuzz-1"', '"' + "x" * 1_000_000 + '"').encode())
+    result = outcome(replace_once(BASE, '"fuzz-1"', '"' + "x" * 1_000_000 + '"').encode())
     assert isinstance(result, ConfigError)
     (problem,) = result.problems
     assert problem.key == "agent.id" and "(text of 1000000 characters)" in problem.found
@@ -251,8 +241,8 @@ def test_a_huge_value_is_shown_shortened() -> None:
             (BASE + "x = " + "{a = " * 600 + "1" + "}" * 600).encode(),
         ),
         ("invalid UTF-8", BASE.encode() + b"\xff\xfe"),
-        ("NUL bytes", BASE.encode().replace(b"[api]", b"[a\x00pi]")),
-        ("a 600-deep state_dir", BASE.replace('"state"', "[" * 600 + "]" * 600).encode()),
+        ("NUL bytes", replace_once(BASE, "[api]", "[a\x00pi]").encode()),
+        ("a 600-deep state_dir", replace_once(BASE, '"state"', "[" * 600 + "]" * 600).encode()),
     ],
 )
 @pytest.mark.parametrize("command", ["check", "run"])
@@ -261,7 +251,7 @@ def test_check_and_run_refuse_with_78_and_no_traceback(
 ) -> None:
     path = tmp_path / "agent.toml"
     path.write_bytes(content)
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT__")}
+    env = clean_env()
     result = subprocess.run(
         [*AGENT, command, "--config", str(path)], capture_output=True, text=True, timeout=120,
         env=env, check=False,

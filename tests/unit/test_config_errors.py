@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.cli.main import main
+from tests.support.config import replace_once
 
 BASE = """\
 [agent]
@@ -60,12 +60,9 @@ max_step = 20.0
 Edit = Callable[[str], str]
 
 
-def sub(old: str, new: str, count: int = 1) -> Edit:
-    def edit(text: str) -> str:
-        assert old in text, old
-        return text.replace(old, new, count)
-
-    return edit
+def sub(old: str, new: str) -> Edit:
+    """Replace the one `old` of the text: these cases are about the text (line numbers)."""
+    return lambda text: replace_once(text, old, new)
 
 
 def add(extra: str) -> Edit:
@@ -372,10 +369,8 @@ CASES: list[tuple[str, Edit, list[str]]] = [
 
 
 @pytest.fixture
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    for name in [n for n in os.environ if n.upper().startswith("EDGE_AGENT__")]:
-        monkeypatch.delenv(name)
+def config_dir(tmp_path: Path) -> Path:
+    """The folder of the file; no EDGE_AGENT__ override or credential (tests/conftest.py)."""
     (tmp_path / "open.txt").write_text("hunter2\n")
     (tmp_path / "open.txt").chmod(0o644)
     (tmp_path / "private.txt").write_text("hunter2\n")

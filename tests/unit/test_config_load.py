@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,7 @@ token_credential = "cloud-token"
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in [n for n in os.environ if n.upper().startswith("EDGE_AGENT__")]:
-        monkeypatch.delenv(name)
+    """No EDGE_AGENT__ variable of the runner (tests/conftest.py), systemd credentials here."""
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "cloud-token").write_text("tok-123\n")

@@ -1,10 +1,12 @@
-"""Feature windows, the estimators and where every model input comes from."""
+"""Feature windows, the cement objective's estimators and where every model input comes from."""
 
 from __future__ import annotations
 
 import math
 
-from agent.control.features import BlaineBias, Window, build_features, grindability
+from agent.config.settings import CementMillObjective
+from agent.control.features import Window, build_features
+from agent.objectives.cement_mill import BlaineBias, CementMill, grindability
 
 
 def test_window_keeps_only_its_span_and_ignores_repeats_and_non_finite() -> None:
@@ -40,18 +42,20 @@ def test_blaine_bias_updates_once_per_lab_result() -> None:
 
 def test_every_feature_says_where_it_came_from() -> None:
     names = ["separator_speed", "fan_speed", "grindability", "blaine_bias"]
+    objective = CementMill(CementMillObjective())
+    estimator_means = {"mill_power": 3240.0, "feed_rate": 180.0, "product_fineness": 3800.0}
     features = build_features(
         names,
         usable={"separator_speed": 951.0, "fan_speed": None},
         means={"separator_speed": 950.0, "fan_speed": 85.0, "grindability": 1.0,
-               "blaine_bias": 0.0},
-        bias=BlaineBias(),
-        estimator_means={"mill_power": 3240.0, "feed_rate": 180.0, "product_fineness": 3800.0},
+               "blaine_bias": 0.43},
+        derived={name: objective.derive(name, estimator_means) for name in objective.derived},
     )  # fmt: skip
     got = {f.name: (f.origin, round(f.value, 3)) for f in features}
     assert got == {
         "separator_speed": ("measured", 951.0),
         "fan_speed": ("imputed", 85.0),
         "grindability": ("derived", 1.0),
-        "blaine_bias": ("derived", 0.0),
+        "blaine_bias": ("imputed", 0.43),  # no lab result yet: the training mean, said so
     }
+    assert next(f for f in features if f.name == "blaine_bias").note == "no lab result yet"

@@ -13,6 +13,7 @@ from agent.control.gates import (
     FUTURE_TOLERANCE_S,
     InputRule,
     Verdict,
+    check_derived,
     check_handshake,
     check_input,
     check_inputs,
@@ -113,7 +114,7 @@ def test_each_input_rule_refuses_with_its_reason() -> None:
     assert "not finite" in reason(s(math.inf))
     assert "not a number" in reason(s("950"))
     assert "not a number" in reason(s(None))
-    assert "out of the model's training range" in reason(s(1200.0))
+    assert reason(s(1200.0)) == "SeparatorSpeed = 1200 is out of the training range [800, 1100]"
     frozen = InputRule("SeparatorSpeed", "VRM.SepSpeed", 3.0, frozen_after_samples=3)
     assert "frozen" in reason(s(950.0), frozen, [1.0, 950.0, 950.0, 950.0])
 
@@ -165,6 +166,45 @@ def test_histories_are_keyed_by_tag_and_ranges_by_feature() -> None:
     )
     assert not ok
     assert "frozen" in verdicts[0].reason
+
+
+def test_the_training_range_judges_the_value_the_model_will_see() -> None:
+    # A spiky sample whose window mean is inside the range passes, and the reverse refuses.
+    bounds = (800.0, 1100.0)
+    assert check_input(SEP, s(1200.0), [], bounds, NOW, value=1000.0).ok
+    refused = check_input(SEP, s(950.0), [], bounds, NOW, value=1150.0)
+    assert refused.reason == "SeparatorSpeed = 1150 is out of the training range [800, 1100]"
+    assert not check_input(SEP, s(950.0), [], bounds, NOW, value=math.nan).ok
+    tag = "VRM.SepSpeed"
+    samples, ranges = {tag: s(950.0, tag=tag)}, {"SeparatorSpeed": bounds}
+    seen = "SeparatorSpeed"  # what the model will see is keyed by feature, like the ranges
+    assert check_inputs([SEP], samples, {}, ranges, NOW, values={seen: 1000.0})[1]
+    verdicts, ok = check_inputs([SEP], samples, {}, ranges, NOW, values={seen: 1150.0})
+    assert not ok and verdicts[0].reason == refused.reason
+
+
+def test_two_features_on_one_tag_are_judged_on_their_own_window_means() -> None:
+    # One tag read over two windows (say a lab C3S, smoothed and the latest): each feature's
+    # own mean is judged, not whichever was computed last for the tag.
+    tag = "LabC3S"
+    smoothed = InputRule("c3s_smoothed", tag, 1e6)
+    latest = InputRule("c3s_latest", tag, 1e6)
+    ranges = {"c3s_smoothed": (55.0, 65.0), "c3s_latest": (55.0, 65.0)}
+    samples = {tag: s(64.0, tag=tag)}
+    values = {"c3s_smoothed": 60.0, "c3s_latest": 70.0}
+    verdicts, ok = check_inputs([smoothed, latest], samples, {}, ranges, NOW, values=values)
+    assert [v.ok for v in verdicts] == [True, False] and not ok
+    assert verdicts[1].reason == "c3s_latest = 70 is out of the training range [55, 65]"
+
+
+def test_derived_features_must_be_inside_their_training_range() -> None:
+    ranges = {"g": (0.8, 1.2)}
+    assert check_derived({"g": 1.0}, ranges).ok
+    assert check_derived({"g": 1.3}, ranges) == Verdict(
+        "inputs", False, "g = 1.3 is out of the training range [0.8, 1.2]"
+    )
+    assert not check_derived({"g": math.nan}, ranges).ok
+    assert check_derived({"h": 5.0}, ranges).ok  # no range known: nothing to judge
 
 
 def test_the_config_model_is_a_valid_input_spec() -> None:

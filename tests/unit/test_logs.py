@@ -6,30 +6,18 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import structlog
 from pydantic import SecretStr
 
-from agent.service.logs import NOISY_LIBRARIES, REDACTED, configure_logging, get_logger, redact
+from agent.service.logs import REDACTED, configure_logging, get_logger, redact
+from tests.support.logs import events, kept_logging
 
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    library_levels = {name: logging.getLogger(name).level for name in NOISY_LIBRARIES}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lib_level in library_levels.items():
-        logging.getLogger(name).setLevel(lib_level)
-    structlog.reset_defaults()
-
-
-def lines(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
+    with kept_logging():
+        yield
 
 
 class FakeTTY(io.StringIO):
@@ -41,7 +29,7 @@ def test_json_lines_carry_the_stable_keys() -> None:
     out = io.StringIO()
     configure_logging("info", json=True, stream=out)
     get_logger("agent.test").info("buffer_opened", path="/var/lib/edge-agent/buffer.db")
-    (line,) = lines(out)
+    (line,) = events(out)
     assert line["event"] == "buffer_opened"
     assert line["level"] == "info"
     assert line["logger"] == "agent.test"
@@ -56,7 +44,7 @@ def test_level_filters_structlog_events() -> None:
     log = get_logger("agent.test")
     log.info("not_shown")
     log.warning("shown")
-    assert [line["event"] for line in lines(out)] == ["shown"]
+    assert [line["event"] for line in events(out)] == ["shown"]
 
 
 def test_stdlib_library_logs_route_through_as_json() -> None:
@@ -64,7 +52,7 @@ def test_stdlib_library_logs_route_through_as_json() -> None:
     configure_logging("info", json=True, stream=out)
     logging.getLogger("asyncua.client.ua_client").warning("Publish failed: %s", "BadTimeout")
     logging.getLogger("asyncua").info("chatty detail")  # held at WARNING at info level
-    (line,) = lines(out)
+    (line,) = events(out)
     assert line["event"] == "Publish failed: BadTimeout"
     assert line["level"] == "warning"
     assert line["logger"] == "asyncua.client.ua_client"
@@ -76,7 +64,7 @@ def test_noisy_libraries_speak_up_at_debug() -> None:
     configure_logging("debug", json=True, stream=out)
     logging.getLogger("pymodbus.logging").debug("frame sent")
     get_logger("agent.test").debug("frame_noted")
-    assert [line["event"] for line in lines(out)] == ["frame sent", "frame_noted"]
+    assert [line["event"] for line in events(out)] == ["frame sent", "frame_noted"]
 
 
 def test_exception_is_rendered_inside_the_one_json_line() -> None:
@@ -93,7 +81,7 @@ def test_exception_is_rendered_inside_the_one_json_line() -> None:
         logging.getLogger("httpx").error("request failed", exc_info=True)
     text = out.getvalue()
     assert text.count("\n") == 2
-    first, second = lines(out)
+    first, second = events(out)
     assert first["level"] == "error"
     assert "Traceback (most recent call last)" in first["exception"]
     assert "ValueError: boom" in first["exception"]
@@ -119,7 +107,7 @@ def test_secrets_never_reach_the_output() -> None:
     text = out.getvalue()
     for secret in ("abc", "hunter2", "s3cr3t", "k-123", "zzz", "hidden", "xyz", "BEGIN"):
         assert secret not in text
-    (line,) = lines(out)
+    (line,) = events(out)
     assert line["token"] == REDACTED
     assert line["upstream"] == REDACTED
     assert line["headers"] == {"Authorization": REDACTED, "Accept": "application/json"}
@@ -145,7 +133,7 @@ def test_configuring_twice_does_not_duplicate_lines() -> None:
     get_logger("agent.test").info("started")
     logging.getLogger("asyncua").warning("stdlib once")
     assert first.getvalue() == ""
-    assert [line["event"] for line in lines(second)] == ["started", "stdlib once"]
+    assert [line["event"] for line in events(second)] == ["started", "stdlib once"]
 
 
 def test_reconfiguring_applies_to_loggers_obtained_earlier() -> None:
@@ -155,14 +143,14 @@ def test_reconfiguring_applies_to_loggers_obtained_earlier() -> None:
     log.warning("dropped")
     configure_logging("debug", json=True, stream=out)
     log.debug("kept")
-    assert [line["event"] for line in lines(out)] == ["kept"]
+    assert [line["event"] for line in events(out)] == ["kept"]
 
 
 def test_json_is_chosen_automatically_unless_the_stream_is_a_tty() -> None:
     piped = io.StringIO()
     configure_logging("info", stream=piped)
     get_logger("agent.test").info("piped_event", token="abc")
-    assert lines(piped)[0]["event"] == "piped_event"
+    assert events(piped)[0]["event"] == "piped_event"
 
     tty = FakeTTY()
     configure_logging("info", stream=tty)

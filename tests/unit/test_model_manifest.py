@@ -94,6 +94,20 @@ def edit(path: str, value: object) -> dict[str, Any]:
     [
         ("format_version", 2, "manifest.format_version: expected 1, found 2"),
         ("version", "1.2", "manifest.version: expected a semver like 1.2.0, found '1.2'"),
+        # semver, but packaging.version cannot order it (1.2.0-1 would be a post-release)
+        (
+            "version",
+            "1.2.0-foo",
+            "manifest.version: expected a semver like 1.2.0 whose "
+            "pre-release packaging.version orders as one (-a.1, -b.2, -rc.1, -dev.3), found "
+            "'1.2.0-foo'",
+        ),
+        (
+            "version",
+            "1.2.0-1",
+            "manifest.version: expected a semver like 1.2.0 whose "
+            "pre-release packaging.version orders as one",
+        ),
         ("name", "../etc", "manifest.name: expected letters"),
         ("name", KeyError, "manifest.name: missing"),
         ("colour", "red", "manifest.colour: unknown key"),

@@ -1,4 +1,5 @@
-"""The candidate-grid search: feasibility, objective, fallbacks, lever restriction, ranges."""
+"""The candidate-grid search with the cement mill's objective: feasibility, cost, fallbacks,
+lever restriction, ranges."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.control.optimizer import Axis, Choice, Objective, build_grid, choose
+from agent.config.settings import CementMillObjective
+from agent.control.optimizer import Axis, Choice, build_grid, choose
+from agent.objectives.base import Rows
+from agent.objectives.cement_mill import CementMill
 
 OUT = {"blaine": 0, "residue45": 1, "s28": 2, "spec_energy": 3}
-OBJ = Objective(47.5, 1.0, 1.5, 3500.0, 4400.0, 8.0, 3800.0, 1.03, 830.0, 0.4)
+COLUMNS = {"n": 0, "limestone_share": 1, "feed_rate": 2}  # the toy model's inputs
+OBJ = CementMill(CementMillObjective(s28_target_mpa=47.5, risk_z=1.0))
+RMSE = {"s28": 1.5}
 AXES = [Axis("n", 0, 10.0, 5.0, 0.01), Axis("ls", 1, 1.0, 0.5, 0.5)]
 
 
@@ -26,11 +32,12 @@ def plant(grid: np.ndarray) -> np.ndarray:
 
 
 def run(x_now: list[float], **kw: Any) -> Choice:
-    grid = build_grid(np.array(x_now, dtype=np.float64), AXES)
+    now = np.array([*x_now, 180.0], dtype=np.float64)  # the feed: 180 t/h on every row
+    grid = build_grid(now, AXES)
     y = kw.pop("y", None)
     y = plant(grid) if y is None else y
-    return choose(grid, y, axes=AXES, outputs=OUT, limestone_col=1, gypsum_col=None,
-                  feed=180.0, objective=OBJ, **kw)  # fmt: skip
+    rows = Rows(grid.astype(np.float64), y.astype(np.float64), now, COLUMNS, OUT, RMSE)
+    return choose(rows, axes=AXES, objective=OBJ, **kw)
 
 
 def test_the_grid_holds_every_combination_and_now_last() -> None:

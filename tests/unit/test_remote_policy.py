@@ -126,6 +126,11 @@ def test_a_document_of_another_shape_is_refused_as_a_whole(document: object) -> 
         {"name": "../../etc", "version": "1.0.0"},
         {"name": "vrm", "version": "1.0.0/../../x"},
         {"name": "vrm", "version": "1.0.0", "url": "http://evil"},
+        {"name": "vrm", "version": "1.2.0-foo"},  # semver, but no version the manager can order
+        {
+            "name": "vrm",
+            "version": "1.2.0-1",
+        },  # a post-release to packaging, a pre-release to semver
         {"name": "vrm"},
         "vrm@1.0.0",
     ],

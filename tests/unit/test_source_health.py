@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from agent.api.source_status import DriverFigures, source_health
+from agent.api.source_status import source_health
 from agent.domain.samples import (
     BAD_DEVICE_FAILURE,
     BAD_NO_COMMUNICATION,
     GOOD,
     UNCERTAIN_LAST_USABLE_VALUE,
+    DriverFigures,
     Sample,
     TagHealth,
     TagStatuses,
@@ -29,7 +30,8 @@ def test_the_latest_status_of_each_tag_counts_in_tag_order() -> None:
 
 def figures(state: str, bad: int = 0, uncertain: int = 0) -> DriverFigures:
     tags = TagHealth(4, 4 - bad - uncertain, uncertain, bad, 0, ())
-    return DriverFigures("plc", "modbus", state, 10, 0, {}, tags, {"exceptions": 60})
+    units = {1: {"requests": 60, "exceptions": 60, "timeouts": 0, "garbled": 0}}
+    return DriverFigures("plc", "modbus", state, 10, 0, {}, tags, units)
 
 
 def test_connected_with_a_bad_tag_is_degraded_and_says_why() -> None:

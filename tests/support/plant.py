@@ -1,11 +1,23 @@
-"""Fixtures for the simulated-plant integration tests: one real plant per test module.
+"""The simulated plant as a peer: fixtures and OPC UA client helpers, one plant per module.
 
 The plant (asyncua + pymodbus servers on 127.0.0.1, ephemeral ports) takes ~2 s to start,
 so it is module-scoped and runs on the module's event loop; tests in those modules use
 `pytestmark = pytest.mark.asyncio(loop_scope="module")`. `sim` hands a test that plant with
 every fault cleared and remote mode granted, so tests do not depend on each other's order.
-Also: small OPC UA client helpers (read by tag name, write and get the status name, wait
-until a condition holds) and a self-signed client certificate for the secure endpoint.
+Also: small OPC UA client helpers (read by tag name, write and get the status name) and a
+self-signed client certificate for the secure endpoint.
+
+Must not: share a plant between test modules (module scope: each file gets its own, so
+`--dist loadfile` workers never share one), or wait other than by polling (tests.support.wait).
+The fixtures are registered for every test by tests/conftest.py (`pytest_plugins`).
+
+Owns: the module-scoped plants (`sim_plant`, `secure_plant`) and what a test gets of them
+(`sim`, `opcua`, `heartbeat`, `client_cert`, `pki_dir`); the OPC UA client helpers (`read`,
+`value`, `tag_node`, `write_status`, `Collect`, `secure_client`).
+
+Invariants: `sim` hands over the plant running, with no fault, not paused and remote
+granted, and leaves it so; every client made here uses a REQUEST_TIMEOUT_S request timeout
+(asyncua's 2 s default is short on a busy machine).
 """
 
 from __future__ import annotations
@@ -13,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -36,12 +47,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from agent.demo.certs import OpcUaSecurity
 from agent.demo.runner import SimulatedPlant
 from agent.demo.tags import NAMESPACE_URI
+from tests.support.wait import eventually
 
 TIME_SCALE = 10.0
 """Sim seconds per wall second in these tests: the 15 s watchdog trips in 1.5 s."""
-WAIT_S = 60.0
-"""The limit of a wait for a condition: generous, since a busy 2-core machine only slows
-things down; every wait polls the condition and ends as soon as it holds."""
 REQUEST_TIMEOUT_S = 10.0
 """asyncua's per-request timeout for the test clients (its 2 s default is short under load)."""
 
@@ -121,14 +130,6 @@ async def heartbeat(opcua: Client) -> AsyncIterator[Callable[[], Awaitable[None]
 
 async def read(client: Client, name: str) -> ua.DataValue:
     return await (await tag_node(client, name)).read_data_value(raise_on_bad_status=False)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = WAIT_S) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def value(client: Client, name: str) -> Any:

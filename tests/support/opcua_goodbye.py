@@ -8,6 +8,15 @@ and when the server closes the connection (it was stopped) it sends the client t
 goodbye before closing: so a restart of the in-process asyncua server behind it is, on the
 wire, the restart of one of those servers. Security policy None only (it reads the chunk
 headers: channel id, token id, sequence number, request id, the request's type and handle).
+
+Owns: the proxy (its listener on 127.0.0.1, one pair of connections per client) and the
+goodbye it sends when the server side closes.
+
+Must not: change, reorder or hold back a byte while both sides are up, or decrypt anything
+(security policy None only).
+
+Invariants: the client sees the server's bytes in order, then (once the server closed)
+the goodbye, then the close; closing the proxy closes every connection it holds.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from asyncua import ua
 from asyncua.common.utils import Buffer
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_to_binary
+
+from tests.support.tcp_peer import TcpPeer
 
 Goodbye = Literal["err", "service_fault"]
 _FAULT = struct.pack("<BBH", 1, 0, ObjectIds.ServiceFault_Encoding_DefaultBinary)  # 4-byte id
@@ -84,7 +95,7 @@ class _Connection:
         return out
 
 
-class GoodbyeProxy:
+class GoodbyeProxy(TcpPeer):
     """Listens on 127.0.0.1 (`port`), forwards to `upstream_port`; says `kind` goodbye.
 
     A ServiceFault goodbye answers the client's pending Publish requests: when none is
@@ -93,34 +104,12 @@ class GoodbyeProxy:
     """
 
     def __init__(self, upstream_port: int, kind: Goodbye, status: int) -> None:
+        super().__init__()
         self.upstream_port, self.kind, self.status = upstream_port, kind, status
         self.goodbyes = 0  # connections the proxy said goodbye on
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aenter__(self) -> GoodbyeProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        """Stop listening and close every connection (its handler then ends by itself)."""
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._open):
-            writer.close()
-        await asyncio.gather(*self._handlers)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
-        self._handlers.add(handler)
-        handler.add_done_callback(self._handlers.discard)
+        self._handling()
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:  # the server is down: the client sees its connection closed

@@ -34,7 +34,8 @@ from agent.demo.register_map import (
     render_markdown,
 )
 from agent.demo.runner import SimulatedPlant
-from tests.integration.conftest import REQUEST_TIMEOUT_S, eventually
+from tests.support.plant import REQUEST_TIMEOUT_S
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

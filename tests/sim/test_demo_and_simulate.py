@@ -19,7 +19,7 @@ WAIT_S = 120.0  # the limit of a polled wait: start-ups take seconds more on a b
 
 
 def test_demo_refuses_a_duration_too_short_for_its_story() -> None:
-    # The whole story is checked by tests/system/test_demo_story.py.
+    # The whole story is checked by tests/sim/test_demo_story.py.
     result = subprocess.run(
         [*AGENT, "demo", "--duration", "5", "--opcua-port", "0", "--modbus-port", "0"],
         capture_output=True, text=True, timeout=60, check=False,

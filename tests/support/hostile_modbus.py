@@ -6,6 +6,15 @@ else good values): the registers (address + 1 in each), an exception response, a
 with another function code (an unknown one cannot even be decoded), or nothing at all.
 Rules may change while it serves (a device that recovers). Reads of holding and input
 registers (FC3/FC4) and register writes (FC6/FC16) only; 127.0.0.1 only.
+
+Owns: `HostileModbusServer` and its rules (`Refuse`, `WrongFunction`, `Silent`, `Values`,
+`Rule`): the device's side of every request a test sends it.
+
+Must not: use pymodbus (it would not send what pymodbus cannot decode), listen beyond
+127.0.0.1, or outlive the test that started it.
+
+Invariants: every request is answered by the rule in force when it arrives, and by exactly
+one reply or none (`Silent`); the MBAP transaction id and unit of a reply are the request's.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import contextlib
 import struct
 from collections import Counter
 from dataclasses import dataclass
+
+from tests.support.tcp_peer import TcpPeer
 
 
 @dataclass(frozen=True)
@@ -44,31 +55,13 @@ class Silent:
 Rule = Values | Refuse | WrongFunction | Silent
 
 
-class HostileModbusServer:
+class HostileModbusServer(TcpPeer):
     """`async with HostileModbusServer(rules) as server:` listens on `server.port`."""
 
     def __init__(self, rules: dict[tuple[int, int | None], Rule] | None = None) -> None:
+        super().__init__()
         self.rules: dict[tuple[int, int | None], Rule] = dict(rules or {})
         self.answered: Counter[str] = Counter()  # rule name -> requests it answered
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aenter__(self) -> HostileModbusServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._open):
-            writer.close()
-        await asyncio.gather(*self._handlers)
 
     def rule(self, unit: int, address: int) -> Rule:
         return self.rules.get((unit, address)) or self.rules.get((unit, None)) or Values()
@@ -93,10 +86,7 @@ class HostileModbusServer:
         return bytes([function | 0x80, 0x01])  # illegal function
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
-        self._handlers.add(handler)
-        handler.add_done_callback(self._handlers.discard)
+        self._handling()
         self._open.add(writer)
         try:
             while True:

@@ -3,20 +3,31 @@
 ``small_disk`` mounts a tmpfs of the given size (CI runs as root on a fresh machine, so it
 can); when mounting is not possible the test fails loudly, naming what is missing, rather
 than being skipped. The mount is always undone when the test ends (lazily if a process still
-holds a file there). ``fill`` writes a ballast file that leaves a given number of bytes free.
+holds a file there). ``fill`` writes a ballast file that leaves a given number of bytes free;
+``starve`` leaves a SQLite database next to it no byte to write with.
+
+Owns: the tmpfs mount of one test (`small_disk`), the ballast files (`fill`, `starve`) and
+`free_bytes`.
+
+Must not: skip a test, fake a full disk (the filesystem is real, ENOSPC comes from the
+kernel), or leave a mount behind.
+
+Invariants: the mount exists only inside the `with` block; after `fill(path, leave)` the
+filesystem has about `leave` bytes free at most (ballast written by this process).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-__all__ = ["fill", "free_bytes", "small_disk"]
+__all__ = ["fill", "free_bytes", "small_disk", "starve"]
 
 
 @contextlib.contextmanager
@@ -57,3 +68,11 @@ def fill(where: Path, leave: int = 0, name: str = "ballast") -> Path:
             except OSError:  # ENOSPC: as full as it gets
                 break
     return ballast
+
+
+def starve(db: Path, name: str) -> Path:
+    """Leave the buffer no byte to write with: another process checkpoints its WAL away
+    (to 0 bytes) and fills the disk. The ballast file."""
+    with contextlib.closing(sqlite3.connect(db)) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return fill(db.parent, name=name)

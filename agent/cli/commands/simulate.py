@@ -1,0 +1,43 @@
+"""`edge-agent simulate`: serve the simulated cement mill (OPC UA and Modbus TCP).
+
+Owns: the optional secured OPC UA endpoint's credentials and serving until Ctrl-C or SIGTERM
+(both a clean exit 0).
+Must not: be imported by the daemon (it loads agent.demo). The option rule "--secure-dir
+needs --password-file" is the parser's (agent.cli.parser.check_options).
+Invariants: a stop request (Ctrl-C, SIGTERM) ends it with exit 0, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+
+from agent.cli.common import configure_logging
+
+
+def handle(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.demo.certs import OpcUaSecurity
+    from agent.demo.runner import run_simulator
+
+    configure_logging("info")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    security = None
+    if args.secure_dir is not None:
+        password = args.password_file.read_text(encoding="utf-8").strip()
+        security = OpcUaSecurity(cert_dir=args.secure_dir, users={args.user: password})
+    with contextlib.suppress(KeyboardInterrupt):  # a requested stop is a clean exit
+        asyncio.run(
+            run_simulator(
+                security=security,
+                host=args.host,
+                opcua_port=args.opcua_port,
+                modbus_port=args.modbus_port,
+                seed=args.seed,
+                time_scale=args.time_scale,
+                lab_time_scale=args.lab_time_scale,
+            )
+        )
+    return 0
