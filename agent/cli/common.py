@@ -1,7 +1,8 @@
 """What several command handlers share: the exit codes, loading the configuration or exiting
 78 with every problem, and configuring the log on first use.
 
-Owns: EX_CONFIG, `load_or_exit`, `configure_logging` (a lazy door to agent.service.logs).
+Owns: EX_CONFIG, `load_or_exit`, `configure_logging` (a lazy door to agent.service.logs),
+`stop_on_signals` (how a serving command stops).
 Must not: import anything heavy at its top (the configuration loader, pydantic, structlog
 are imported inside the function that needs them), or know any one command.
 Invariants: a configuration error prints every problem, one per line as
@@ -10,6 +11,7 @@ Invariants: a configuration error prints every problem, one per line as
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -46,3 +48,15 @@ def load_or_exit(path: Path, *, secrets: bool = True) -> LoadedConfig:
             file=sys.stderr,
         )
         raise SystemExit(EX_CONFIG) from None
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT both stop a serving command like Ctrl-C (KeyboardInterrupt).
+
+    Set explicitly, not inherited: a command started in the background by a non-interactive
+    shell (`edge-agent simulate &` in a script, a CI job) inherits SIGINT ignored, and
+    asyncio.run only takes SIGINT over when Python's own handler is in place; so it served
+    on after `kill -INT` (a test's SIGINT hung until its time-out).
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.default_int_handler)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 
-from agent.cli.common import configure_logging
+from agent.cli.common import configure_logging, stop_on_signals
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -23,7 +22,7 @@ def handle(args: argparse.Namespace) -> int:
     token = None
     if args.token_file is not None:
         token = SecretStr(args.token_file.read_text(encoding="utf-8").strip())
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    stop_on_signals()  # SIGTERM and SIGINT (even one ignored by whoever started us)
     with contextlib.suppress(KeyboardInterrupt):  # a requested stop is a clean exit
         serve_cloud(
             host=args.host,

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 
-from agent.cli.common import configure_logging
+from agent.cli.common import configure_logging, stop_on_signals
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -23,7 +22,7 @@ def handle(args: argparse.Namespace) -> int:
     from agent.demo.runner import run_simulator
 
     configure_logging("info")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    stop_on_signals()  # SIGTERM and SIGINT (even one ignored by whoever started us)
     security = None
     if args.secure_dir is not None:
         password = args.password_file.read_text(encoding="utf-8").strip()
