@@ -3,7 +3,7 @@
 Owns: the metric names, types, labels and help texts (all prefixed ``edge_agent_``, units in
 the names; beside them prometheus_client's standard ``process_*`` family: resident memory,
 CPU seconds, open files), one ``CollectorRegistry`` per app, and rendering it in the text
-format 0.0.4.
+format 0.0.4 (the truth loop's families: agent.api.quality_metrics, registered here).
 Must not: use the process-global default registry, keep or thread counters through the
 code (every figure is read from the component that owns it when scraped, through the same
 readers as ``agent.api.status``), change what it reads, or do I/O (the process collector
@@ -31,6 +31,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from agent.api.quality_metrics import QualityCollector
+from agent.api.quality_status import QualityView
 from agent.api.source_status import source_health
 from agent.api.status import StatusSource, quantiles, readiness
 from agent.buffer.buffer import OutageBudget
@@ -309,10 +311,13 @@ def _buffer_losses(b: OutageBudget) -> Iterator[Metric]:
         )
 
 
-def new_registry(app: StatusSource) -> CollectorRegistry:
-    """A registry of its own for ``app`` (never the global one)."""
+def new_registry(app: StatusSource, quality: QualityView | None = None) -> CollectorRegistry:
+    """A registry of its own for ``app`` (never the global one), with the truth loop's
+    families when ``quality`` is given."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(app))
+    if quality is not None:
+        registry.register(QualityCollector(app, quality))
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, _cpu_seconds, fds
     return registry
 

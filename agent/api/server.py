@@ -5,8 +5,10 @@ configured address, running uvicorn inside the agent's event loop, and stopping 
 cancelled. /healthz answers 200 while no critical watched loop is stalled (503 naming them),
 /readyz 200 once ``health.ready`` and while the buffer can keep what it is given (503 with
 the detail: ``agent.api.status.readiness``), /metrics the Prometheus text format 0.0.4,
-/status the document of ``agent.api.status``.
-Must not: change the agent's state (every endpoint is a read), install signal handlers
+/status the document of ``agent.api.status``; with a truth loop, the operator's two actions
+on it (agent.api.quality_routes: step a loop back up, promote its challenger).
+Must not: change the agent's state (every endpoint is a read but those two operator actions,
+which the truth loop and the control side audit), install signal handlers
 (the agent owns SIGTERM/SIGINT: ``_HostedServer`` keeps uvicorn's hands off them), configure
 logging (uvicorn runs with ``log_config=None``, so the agent's JSON logging applies), or
 raise on a busy port (it logs why and tries again later).
@@ -30,6 +32,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from agent.api import metrics
+from agent.api.quality_routes import add_quality_routes
+from agent.api.quality_status import Promote, QualityView
 from agent.api.status import StatusSource, build_status, readiness
 from agent.config.settings import ApiSection
 from agent.domain.backoff import Backoff
@@ -40,10 +44,13 @@ __all__ = ["create_api", "serve_api"]
 _log = get_logger(__name__)
 
 
-def create_api(app: StatusSource) -> FastAPI:
-    """The HTTP app over ``app`` (its own metrics registry; no OpenAPI docs pages)."""
+def create_api(
+    app: StatusSource, *, quality: QualityView | None = None, promote: Promote | None = None
+) -> FastAPI:
+    """The HTTP app over ``app`` (its own metrics registry; no OpenAPI docs pages);
+    ``quality``: the truth loop, ``promote``: the control side's challenger promotion."""
     api = FastAPI(title="edge-agent", docs_url=None, redoc_url=None, openapi_url=None)
-    registry = metrics.new_registry(app)
+    registry = metrics.new_registry(app, quality)
 
     @api.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -63,8 +70,9 @@ def create_api(app: StatusSource) -> FastAPI:
 
     @api.get("/status")
     async def status() -> JSONResponse:
-        return JSONResponse(build_status(app))
+        return JSONResponse(build_status(app, quality=quality))
 
+    add_quality_routes(api, app, quality, promote)
     return api
 
 
@@ -123,11 +131,16 @@ async def _bind_until_free(
 
 
 async def serve_api(
-    app: StatusSource, settings: ApiSection, *, backoff: Backoff | None = None
+    app: StatusSource,
+    settings: ApiSection,
+    *,
+    backoff: Backoff | None = None,
+    quality: QualityView | None = None,
+    promote: Promote | None = None,
 ) -> None:
     """Serve the API on ``settings.host:port`` until cancelled (a busy port is retried)."""
     sock = await _bind_until_free(settings, app, backoff or Backoff(initial_s=1.0, max_s=60.0))
-    server = _HostedServer(_config(create_api(app)))
+    server = _HostedServer(_config(create_api(app, quality=quality, promote=promote)))
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="api:uvicorn")
     try:
         await asyncio.shield(serving)

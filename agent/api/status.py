@@ -1,7 +1,8 @@
 """The agent's status as one JSON-safe dict: /status, `edge-agent status` and the cloud report.
 
 Owns: the shape of the status document (agent, health, drivers, buffer and outage budget,
-uploader and drain progress, control loops, active models) and how each component's figures
+uploader and drain progress, control loops with their truth-loop figures when a quality view is
+given (``agent.api.quality_status``), active models, alarms) and how each component's figures
 are read for it (also used by ``agent.api.metrics``, so the two never disagree; a source's
 entry comes from ``agent.api.source_status``, its figures from the driver's ``figures()``);
 ``config_digest``, the sha256 of the configuration file read once at start.
@@ -10,7 +11,9 @@ by the composition root, and the process's own /proc/self/status), log, or impor
 composition root (``StatusSource`` is the shape of the ``App`` it reads, structurally).
 Invariants: ``build_status`` is a pure function of the app at the time of the call; its result
 holds only dicts, lists, str, int, float (finite), bool and None; times are unix seconds (UTC)
-or durations in seconds; a component not built (buffer, uploader) is None, never omitted.
+or durations in seconds; a component not built (buffer, uploader) is None, never omitted;
+"alarms" is always a list (a stepped-down loop is one), without a quality view the loops have
+no "quality" and "effective_mode" keys.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.api.process_memory import resident
+from agent.api.quality_status import QualityView, effective_mode, loop_quality, step_down_alarm
 from agent.api.source_status import source_entry
 from agent.buffer.buffer import Buffer
 from agent.config.loader import LoadedConfig
@@ -190,9 +194,26 @@ def _uploader(uploader: Uploader | None) -> dict[str, Any] | None:
     return out
 
 
-def build_status(app: StatusSource) -> dict[str, Any]:
-    """The status document now (see the module docstring for its invariants)."""
+def _loops(app: StatusSource, quality: QualityView | None) -> tuple[list[Any], list[Any]]:
+    """The loops' entries, and the alarms they raise (a step-down each)."""
+    loops, alarms = [], []
+    for stats in app.loop_stats:
+        entry = _loop(stats)
+        if quality is not None:
+            report = quality.report(stats.name)
+            entry["effective_mode"] = effective_mode(stats.mode, report.step_down)
+            entry["quality"] = loop_quality(report)
+            if report.step_down is not None:
+                alarms.append(_safe(step_down_alarm(report.step_down, stats.mode)))
+        loops.append(entry)
+    return loops, alarms
+
+
+def build_status(app: StatusSource, *, quality: QualityView | None = None) -> dict[str, Any]:
+    """The status document now (see the module docstring for its invariants); ``quality``:
+    the truth loop, whose figures each loop then carries."""
     now = app.clock.now()
+    loops, alarms = _loops(app, quality)
     s = app.loaded.settings
     models = getattr(app, "active_models", None)
     return {
@@ -212,6 +233,7 @@ def build_status(app: StatusSource) -> dict[str, Any]:
         "buffer": _buffer(app.buffer),
         "sync": {"enabled": s.sync.enabled, "url": s.sync.url if s.sync.enabled else None},
         "uploader": _uploader(app.uploader),
-        "loops": [_loop(stats) for stats in app.loop_stats],
+        "loops": _safe(loops),
         "models": _safe(dict(models)) if isinstance(models, Mapping) else {},
+        "alarms": alarms,
     }

@@ -4,8 +4,9 @@ Owns: where to ask (``--url``, or ``[api]`` of the configuration file: a wildcar
 address is asked on loopback), the one-line error when nobody answers, and the rendering
 (agent, health, sources with their tags by quality, Modbus error counters and a line saying
 why a source is degraded or down, buffer with its outage budget, sync with a drain progress
-bar while a backlog drains, control loops, models) with rich; plain text, no colours and no
-box drawing when stdout is not a terminal.
+bar while a backlog drains, control loops, models; the loops' model quality through
+agent.api.quality_view) with rich; plain text, no colours and no box drawing when stdout is not
+a terminal.
 Must not: import the daemon's components or the simulator, change anything in the agent (one
 GET), or print a traceback for an agent that is down, slow or answering nonsense.
 Invariants: exit 0 after printing a status, 1 when no usable status came back (one line on
@@ -29,6 +30,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from agent.api.quality_view import render_quality
 from agent.config.settings import ApiSection
 
 __all__ = [
@@ -311,6 +313,7 @@ def render_status(doc: dict[str, Any], console: Console, *, plain: bool) -> None
         section(v, doc)
         if section is not _loops:
             console.print()
+    render_quality(doc, console, plain=plain)
 
 
 def run_status(url: str, *, plain: bool | None = None) -> int:

@@ -37,35 +37,19 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
     if args.command == "simulate" and args.secure_dir is not None and args.password_file is None:
         parser.error("--secure-dir needs --password-file FILE")
+    if args.command == "simulate":
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(args.lab_csv_timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            parser.error(
+                f"--lab-csv-timezone: an IANA time zone such as Europe/Berlin or UTC, "
+                f"found {args.lab_csv_timezone!r}"
+            )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-agent",
-        description="Plant edge agent: OPC UA / Modbus in, ONNX suggestions, safe setpoints, "
-        "lossless cloud sync.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    check = commands.add_parser("check", help="validate a configuration file and exit")
-    _config_arg(check)
-
-    run = commands.add_parser("run", help="run the agent (the systemd service runs this)")
-    _config_arg(run)
-
-    status = commands.add_parser("status", help="print a running agent's status (local API)")
-    where = status.add_mutually_exclusive_group()
-    where.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        metavar="FILE",
-        help=f"ask the agent at this file's [api] address (default {DEFAULT_CONFIG})",
-    )
-    where.add_argument(
-        "--url", default=None, metavar="URL", help="ask the agent at URL (http://127.0.0.1:8787)"
-    )
-
+def _simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = commands.add_parser("simulate", help="serve the simulated cement mill (OPC UA, Modbus)")
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sim.add_argument("--opcua-port", type=int, default=4840, metavar="N")
@@ -106,6 +90,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --secure-dir: a file holding that user's password",
     )
+    sim.add_argument(
+        "--lab-csv",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write the lab's results as a LIMS's CSV exports into DIR, one file per "
+        "4 h of plant time (format: docs/demo.md)",
+    )
+    sim.add_argument(
+        "--lab-csv-timezone",
+        default="Europe/Berlin",
+        metavar="TZ",
+        help="IANA time zone of the times in those files (default Europe/Berlin)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Plant edge agent: OPC UA / Modbus in, ONNX suggestions, safe setpoints, "
+        "lossless cloud sync.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="validate a configuration file and exit")
+    _config_arg(check)
+
+    run = commands.add_parser("run", help="run the agent (the systemd service runs this)")
+    _config_arg(run)
+
+    status = commands.add_parser("status", help="print a running agent's status (local API)")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"ask the agent at this file's [api] address (default {DEFAULT_CONFIG})",
+    )
+    where.add_argument(
+        "--url", default=None, metavar="URL", help="ask the agent at URL (http://127.0.0.1:8787)"
+    )
+
+    _add_quality_commands(commands)
+
+    _simulate_parser(commands)
 
     read = commands.add_parser("read", help="read configured tags once and print a table")
     _config_arg(read)
@@ -203,6 +233,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain line output even on a terminal (default when not a TTY)",
     )
     return parser
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    """--config FILE or --url URL: where the running agent's local API is."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
+        help=f"ask the agent at this file's [api] address (default {DEFAULT_CONFIG})",
+    )  # fmt: skip
+    where.add_argument(
+        "--url", default=None, metavar="URL", help="ask the agent at URL (http://127.0.0.1:8787)"
+    )
+
+
+def _add_quality_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    quality = commands.add_parser(
+        "quality", help="model monitoring against the lab: comparison, step up, promotion"
+    )
+    actions = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="each loop's model against the lab and its "
+                                "challenger, test by test")  # fmt: skip
+    status.add_argument("loop", nargs="?", default=None, metavar="LOOP", help="one loop only")
+    _where(status)
+    restore = actions.add_parser(
+        "restore", help="step a stepped-down loop back up (audited): it acts in its mode again"
+    )
+    restore.add_argument("loop", metavar="LOOP")
+    promote = actions.add_parser(
+        "promote", help="make a loop's challenger model its active one (audited)"
+    )
+    promote.add_argument("loop", metavar="LOOP")
+    promote.add_argument("version", metavar="VERSION", help="the challenger's version")
+    for action in (restore, promote):
+        action.add_argument("--operator", required=True, metavar="NAME",
+                            help="who does it (recorded in the audit log)")  # fmt: skip
+        action.add_argument("--reason", required=True, metavar="TEXT",
+                            help="why (recorded in the audit log)")  # fmt: skip
+        _where(action)
 
 
 def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

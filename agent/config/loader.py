@@ -23,9 +23,10 @@ from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from agent.config import checks as config_checks
 from agent.config import checks_loops as config_checks_loops
+from agent.config.checks_quality import check_quality
 from agent.config.messages import ENV_PREFIX, Lines, problem_from_error
 from agent.config.reader import parse, read_text, shape_problems
-from agent.config.settings import Loop, OpcUaSource, Settings, Source, Tag
+from agent.config.settings import Loop, ModbusSource, OpcUaSource, Settings, Source, Tag
 from agent.domain.errors import ConfigError, ConfigProblem
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -220,6 +221,10 @@ def _load(path: Path, secrets: bool) -> LoadedConfig:
     if settings is not None:
         settings = _absolute_paths(settings, path.parent)  # once: every check below sees them
         later += config_checks.check_sync(settings.sync, file)
+        modbus = {src.name for src in settings.sources if isinstance(src, ModbusSource)}
+        untimed = {t.name for t in settings.tags if t.source in modbus}
+        later += check_quality(settings.quality, settings.loops, settings.sync,
+                               _raw_names(data.get("tags")), file, untimed=untimed)  # fmt: skip
         if secrets:
             read, found = _secrets(settings, file)
             later += found
@@ -266,5 +271,10 @@ def _absolute_paths(settings: Settings, base: Path) -> Settings:
             "sync": fix(
                 settings.sync, "token_file", "ca_file", "client_cert_file", "client_key_file"
             ),
+            "quality": settings.quality.model_copy(
+                update={"csv": fix(settings.quality.csv, "folder")}
+            )
+            if settings.quality.csv is not None
+            else settings.quality,
         }
     )

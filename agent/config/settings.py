@@ -14,32 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.config.addresses import ModbusType
-
-
-def _flag(value: object) -> object:
-    """true/false only: TOML booleans, or 'true'/'false' text from an environment variable."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise PydanticCustomError("bool_type", "expected true or false")
-
-
-Flag = Annotated[bool, BeforeValidator(_flag)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
-PositiveSeconds = Annotated[float, Field(gt=0)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-class Section(BaseModel):
-    """Base of every table in the file: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from agent.config.fields import Flag, Name, Port, PositiveSeconds, Section
+from agent.config.quality_settings import LoopQuality, QualitySection
 
 
 class AgentSection(Section):
@@ -254,6 +234,9 @@ class Loop(Section):
     readback_timeout_s: PositiveSeconds = 30.0
     readback_tolerance: Annotated[float, Field(ge=0)] = 0.5
     inputs: list[LoopInput] = []
+    baseline_expiry_s: PositiveSeconds | None = None
+    baseline_confirm_tag: str | None = None
+    quality: LoopQuality = LoopQuality()
 
     @model_validator(mode="after")
     def _envelope_order(self) -> Loop:
@@ -315,6 +298,7 @@ class Settings(BaseSettings):
     loops: list[Loop] = []
     sync: SyncSection = SyncSection(enabled=False)
     api: ApiSection = ApiSection()
+    quality: QualitySection = QualitySection()
 
     @classmethod
     def settings_customise_sources(

@@ -77,6 +77,9 @@ class Carried:
     baseline: float | None = None
     granted_at: float | None = None
     """The source time of the RemoteActive sample the record's handshake saw (None: none)."""
+    confirmed_at: float | None = None
+    """When the operator last confirmed the baseline (the grant's time when the record
+    predates `baseline_confirmed_at`): the baseline's auto-expiry runs on across a restart."""
 
 
 _LEGACY_STOP = ("safety stop", "safety_stop")
@@ -91,7 +94,9 @@ def carried(body: Mapping[str, Any] | None) -> Carried:
     granted_at = _granted_at(body.get("handshake"))
     if "safety_stop" in body:  # typed: this version and later
         stop = SafetyStop.from_json(body["safety_stop"], at)
-        return Carried(stop, _number(body.get("baseline")), granted_at)
+        confirmed = _number(body.get("baseline_confirmed_at"))
+        baseline = _number(body.get("baseline"))
+        return Carried(stop, baseline, granted_at, confirmed or granted_at)
     # Written before the typed fields: the previous version's text form, read only here.
     guard = body.get("guard")
     baseline = guard.get("baseline") if isinstance(guard, dict) and body.get("handshake") else None
@@ -100,7 +105,7 @@ def carried(body: Mapping[str, Any] | None) -> Carried:
     if reason.startswith(_LEGACY_STOP):
         code = StopCode.READBACK_MISMATCH if "read-back mismatch" in reason else StopCode.UNKNOWN
         stop = SafetyStop(code, reason, at)
-    return Carried(stop, _number(baseline), granted_at)
+    return Carried(stop, _number(baseline), granted_at, granted_at)
 
 
 def _granted_at(handshake: object) -> float | None:

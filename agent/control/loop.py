@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config.settings import Loop, Tag
 from agent.control.act import Actor, WriteOutcome
 from agent.control.audit import AuditLog
+from agent.control.baseline import Confirmation
 from agent.control.gates import Verdict
 from agent.control.guard import RATE_WINDOW_S, MoveHistory, guard
 from agent.control.heartbeat import Heartbeat
@@ -41,6 +42,7 @@ from agent.control.loop_inputs import guard_limits, handshake
 from agent.control.loop_stats import LoopStats
 from agent.control.predict import BlockedError, Inference, LoopInputs, features_for, infer
 from agent.control.record import CycleRecord, GuardRecord, Handshake, ModelRef, Outcome, Reading
+from agent.control.truth_link import TruthLink
 from agent.domain.clock import Clock
 from agent.domain.health import Health
 from agent.domain.latest import LatestValues
@@ -49,6 +51,9 @@ from agent.domain.samples import Driver, Quality, Sample
 from agent.objectives.registry import objective_for
 from agent.packages.manager import ModelManager
 from agent.packages.manifest import ModelRejectedError
+
+if TYPE_CHECKING:
+    from agent.quality.truth import TruthLoop
 
 __all__ = ["ControlLoop"]
 
@@ -72,6 +77,8 @@ class ControlLoop:
         heartbeat: Heartbeat | None,
         health: Health,
         clock: Clock,
+        truth: TruthLoop | None = None,
+        default_product: str = "default",
     ) -> None:
         self.loop, self._latest, self._models, self._audit = loop, latest, models, audit
         self._health, self._clock, self.heartbeat = health, clock, heartbeat
@@ -89,6 +96,8 @@ class ControlLoop:
         self.inputs = LoopInputs(loop, self.objective)
         self.act = Actor(loop, tags=tags, drivers=drivers, latest=latest, clock=clock)
         self.last: CycleRecord | None = None  # the last cycle's record, typed
+        self.link = TruthLink(loop, truth, default_product)
+        self.confirm = Confirmation(loop.baseline_expiry_s)
 
     def observe(self, batch: Sequence[Sample]) -> None:
         """Every driver batch passes here (on the event loop)."""
@@ -129,6 +138,7 @@ class ControlLoop:
         if state.safety_stop is not None:
             self.stopped, self._stop_clears_on_local = state.safety_stop, True
         self.baseline = state.baseline
+        self.confirm.at = None if state.baseline is None else state.confirmed_at
         self._carried_grant = None if state.baseline is None else (state.granted_at,)
         if moves:
             self.history = MoveHistory(tuple(moves), moves[-1][0], None)
@@ -160,6 +170,7 @@ class ControlLoop:
             rec.reason = f"{blocked.verdict.gate}: {blocked.verdict.reason}"
         rec.safety_stop = self.stopped
         rec.baseline = self.baseline if lp.mode in ("advisory", "closed_loop") else None
+        rec.baseline_confirmed_at = None if rec.baseline is None else self.confirm.at
         self.last = rec
         body = rec.to_json()
         if said := self._episode.cycle(rec.outcome is Outcome.BLOCKED, str(rec.reason)):
@@ -210,12 +221,23 @@ class ControlLoop:
             if not hs.ok or (carried_grant and not same_grant(carried_grant[0], seen)):
                 self.baseline = None  # a new grant takes a new baseline
             self._pass(rec, hs)
+        mode, rec.quality = self.link.mode()
+        rec.effective_mode = mode if mode != lp.mode else None
         result = await self._predict(now, rec)
+        mode = self.link.recheck(mode, rec.quality)  # no await from here to the write
+        rec.effective_mode = mode if mode != lp.mode else None
         current = self.act.current()
         if current is None:
             raise BlockedError(Verdict("readback", False, "the effective setpoint is not readable"))
         if self.baseline is None:
             self.baseline = current
+            grant = rec.handshake.remote if rec.handshake is not None else None
+            self.confirm.taken(grant.source_time if grant is not None else now)
+        if lp.mode in ("advisory", "closed_loop"):
+            self.confirm.see(self._latest.get(lp.baseline_confirm_tag or ""), now)
+            if self.confirm.expired(now):
+                rec.outcome, rec.reason = Outcome.HOLD, self.confirm.reason(now)
+                return
         moved = guard(
             current=current,
             target=result.target,
@@ -230,7 +252,7 @@ class ControlLoop:
             rec.outcome, rec.reason = Outcome.HOLD, f"guard: {moved.reason}"
             return
         rec.suggestion = moved.value
-        await self._act(current, moved.value, rec, now=now, started=started)
+        await self._act(mode, current, moved.value, rec, now=now, started=started)
 
     async def _predict(self, now: float, rec: CycleRecord) -> Inference:
         """Gates 2 and 3 and the candidate search: the model's answer (raises BlockedError)."""
@@ -243,7 +265,8 @@ class ControlLoop:
         x = features_for(lp, session, latest=self._latest, inputs=self.inputs, now=now, rec=rec)
         t0 = mono()
         try:
-            result = infer(lp, x, session, self._latest, self.objective)
+            offsets = self.link.offsets(rec.quality)
+            result = infer(lp, x, session, self._latest, self.objective, offsets=offsets)
         except ModelRejectedError as exc:
             await self._models.report(lp.model, m.version, False, str(exc))
             raise BlockedError(Verdict("inference", False, str(exc))) from None
@@ -254,6 +277,10 @@ class ControlLoop:
         rec.verdicts.append(Verdict("inference", True, f"{result.rows} rows, finite"))
         rec.target, rec.candidates = result.target, result.candidates
         rec.predicted = result.predicted
+        challenger = self._models.challenger(lp.model) if lp.quality.challenger_version else None
+        point = x if result.point is None else result.point  # the row `raw` was predicted at
+        await self.link.record(rec.quality, session, result, x=point, challenger=challenger,
+                               now=now)  # fmt: skip
         feasible = result.candidates is None or result.candidates.feasible
         if not feasible and self._feasible and result.candidates is not None:
             # plant-model 2.3 step 6: alarm, once an episode
@@ -263,14 +290,15 @@ class ControlLoop:
         return result
 
     async def _act(
-        self, current: float, value: float, rec: CycleRecord, *, now: float, started: float
-    ) -> None:
-        """Shadow: log; advisory: show and wait for the ack; closed loop (or acked): write."""
-        lp = self.loop
-        if lp.mode == "shadow":
+        self, mode: str, current: float, value: float, rec: CycleRecord, *, now: float,
+        started: float,
+    ) -> None:  # fmt: skip
+        """Shadow: log; advisory (configured, or a closed loop stepped down by the truth loop):
+        show and wait for the ack; closed loop (or acked): write."""
+        if mode == "shadow":
             rec.outcome, rec.reason = Outcome.SHADOW, "shadow mode: suggestion logged only"
             return
-        if lp.mode == "advisory":
+        if mode == "advisory":
             best = rec.candidates.best if rec.candidates is not None else {}
             effect = self.objective.effect
             step = await self.act.advise(value, (effect, best.get(effect)), now)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.config.settings import Loop
 from agent.control.features import Window, build_features
@@ -174,12 +175,47 @@ class Inference:
     target: float
     predicted: Mapping[str, float]
     candidates: Candidates | None = None
+    raw: Mapping[str, float] | None = None
+    """Every model output at the current point as the model said it (before any offset)."""
+    corrected: Mapping[str, float] | None = None
+    """The outputs that carry an offset, at the current point, as the loop used them."""
+    point: Vector | None = None
+    """The features of the current point, where `raw` was predicted (a grid search's lever
+    columns at their setpoints): a challenger is run on exactly these."""
+
+
+def _offset(
+    y: NDArray[np.float64], outputs: Mapping[str, int], offsets: Mapping[str, float]
+) -> tuple[NDArray[np.float64], dict[str, float], dict[str, float]]:
+    """The predictions as the loop uses them (each output's offset added: the truth loop's
+    bias correction), and the current point (the last row) raw and corrected."""
+    raw_now = {name: round(float(y[-1, k]), 4) for name, k in outputs.items()}
+    used = y
+    corrected: dict[str, float] = {}
+    for name, offset in offsets.items():
+        k = outputs.get(name)
+        if k is None or offset == 0.0:
+            continue
+        if used is y:
+            used = y.copy()
+        used[:, k] += offset
+        corrected[name] = round(float(used[-1, k]), 4)
+    return used, raw_now, corrected
 
 
 def infer(
-    loop: Loop, x: Vector, session: ModelSession, latest: LatestValues, objective: Objective
+    loop: Loop,
+    x: Vector,
+    session: ModelSession,
+    latest: LatestValues,
+    objective: Objective,
+    *,
+    offsets: Mapping[str, float] | None = None,
 ) -> Inference:
     """One batched inference: the named output (strategy "direct"), or the grid search.
+
+    `offsets` (output -> value, the truth loop's bias correction in force) are added to the
+    model's predictions before anything uses them; the raw predictions stay in the result.
 
     A grid axis with a `setpoint_tag` is centred on that setpoint (a steady-state model's
     lever is where the setpoint is, not the noisy measured value of the last minute).
@@ -190,9 +226,13 @@ def infer(
     if loop.strategy == "direct":
         if loop.output not in outputs:
             raise ModelRejectedError(str(session.directory), f"no output {loop.output!r}")
-        y = session.predict(x[None, :].astype(np.float32))
-        predicted = {o.name: round(float(y[0, k]), 4) for k, o in enumerate(m.outputs)}
-        return Inference(1, float(y[0, outputs[str(loop.output)]]), predicted)
+        y1, raw, corrected = _offset(
+            session.predict(x[None, :].astype(np.float32)).astype(np.float64),
+            outputs, offsets or {},
+        )  # fmt: skip
+        predicted = {o.name: round(float(y1[0, k]), 4) for k, o in enumerate(m.outputs)}
+        target = float(y1[0, outputs[str(loop.output)]])
+        return Inference(1, target, predicted, None, raw, corrected, x)
     needed = [a.feature for a in loop.grid] + list(objective.inputs)
     absent = [f for f in needed if f not in columns] + [
         o for o in objective.outputs if o not in outputs
@@ -206,9 +246,10 @@ def infer(
         if s is not None and s.quality is Quality.GOOD and isinstance(s.value, int | float):
             x[columns[a.feature]] = float(s.value)
     grid = build_grid(x, axes)
-    y = session.predict(grid)
+    y, raw, corrected = _offset(session.predict(grid).astype(np.float64), outputs, offsets or {})
     rmse = dict(m.validation.rmse) if m.validation is not None else {}
-    rows = Rows(grid.astype(np.float64), y.astype(np.float64), x, columns, outputs, rmse)
+    rows = Rows(grid.astype(np.float64), y, x, columns, outputs, rmse)
     ranges = {a.column: (m.inputs[a.column].min, m.inputs[a.column].max) for a in axes}
     choice = choose(rows, axes=axes, objective=objective, lever=loop.lever, ranges=ranges)
-    return Inference(len(grid), choice.target[str(loop.lever)], choice.now, choice)
+    target = choice.target[str(loop.lever)]
+    return Inference(len(grid), target, choice.now, choice, raw, corrected, x)

@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.control.gates import Verdict
 from agent.control.latch import SafetyStop
+from agent.control.record_quality import QualityRecord
 from agent.domain.samples import Sample
 
 __all__ = [
@@ -268,6 +269,9 @@ class CycleRecord:
     write: WriteRecord | None = None
     advice: Advice | None = None
     advice_expired: Advice | None = None
+    effective_mode: str | None = None
+    quality: QualityRecord | None = None
+    baseline_confirmed_at: float | None = None
 
     def to_json(self) -> Json:
         out: Json = {
@@ -296,6 +300,9 @@ class CycleRecord:
             "write": self.write,
             "advice": self.advice,
             "advice_expired": self.advice_expired,
+            "effective_mode": self.effective_mode,
+            "quality": self.quality,
+            "baseline_confirmed_at": self.baseline_confirmed_at,
         }  # fmt: skip
         for key, part in parts.items():
             if part is not None:

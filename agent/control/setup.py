@@ -28,17 +28,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.config.checks_loops import shared_counter
 from agent.config.heartbeat_counter import CounterRange
 from agent.config.loader import LoadedConfig
+from agent.config.quality_settings import QualitySection
 from agent.control.audit import AUDIT_FILE, AuditLog
 from agent.control.heartbeat import Heartbeat
 from agent.control.loop import ControlLoop
 from agent.domain.clock import Clock
-from agent.domain.errors import ConfigProblem
+from agent.domain.errors import ConfigProblem, RetryableError
 from agent.domain.health import Health
 from agent.domain.latest import LatestValues
 from agent.domain.samples import Driver, Sample
-from agent.packages.manager import ModelManager
+from agent.packages.manager import ModelManager, PromotionRefusedError
 from agent.packages.manifest import ModelRejectedError
 from agent.packages.package import load_public_key
+from agent.packages.promotion import PROMOTED_FILE
+from agent.quality.truth import QUALITY_FILE, TruthLoop
 
 __all__ = ["Control", "open_control"]
 
@@ -46,9 +49,9 @@ PRUNE_INTERVAL_S = 3600.0
 
 
 class KeyFileError(Exception):
-    """The configured model public key (or a heartbeat tag) cannot be used: a configuration
-    problem, exit 78. A heartbeat tag is refused by `load_config` already; this is the
-    last line for a configuration that did not pass through it."""
+    """The configured model public key (or a heartbeat tag, or STATE_DIR/quality.db) cannot be
+    used: a configuration problem, exit 78. A heartbeat tag is refused by `load_config`
+    already; this is the last line for a configuration that did not pass through it."""
 
     def __init__(self, problem: ConfigProblem) -> None:
         super().__init__(problem.render())
@@ -66,10 +69,25 @@ class Control:
     retention_days: float
     clock: Clock
     public_key: Ed25519PublicKey | None = None
+    truth: TruthLoop | None = None
 
     def observe(self, batch: Sequence[Sample]) -> None:
         for loop in self.loops:
             loop.observe(batch)
+        if self.truth is not None:
+            self.truth.observe(batch)
+
+    async def promote(self, loop: str, version: str, *, operator: str, reason: str) -> str:
+        """The operator's promotion of a loop's challenger (raises PromotionRefusedError)."""
+        found = next((lp for lp in self.loops if lp.loop.name == loop), None)
+        if found is None or found.loop.quality.challenger_version != version:
+            raise PromotionRefusedError(
+                f"{version!r} is not the challenger of loop {loop!r}"
+                if found is not None
+                else f"no loop {loop!r}"
+            )
+        return await self.models.promote(found.loop.model, version, operator=operator,
+                                         reason=reason)  # fmt: skip
 
     async def _prune(self) -> None:
         while True:
@@ -82,6 +100,8 @@ class Control:
             ("models:watch", self.models.run),
             ("audit:prune", self._prune),
         ]
+        if self.truth is not None:
+            out.append(("quality:truth", self.truth.run))
         out += [(h.name, h.run) for h in self.heartbeats]
         out += [(f"loop:{lp.loop.name}", lp.run) for lp in self.loops if lp.loop.mode != "off"]
         return out
@@ -142,8 +162,29 @@ async def open_control(
     for lp in s.loops:
         if lp.mode != "off":
             pins.setdefault(lp.model, lp.model_version)
+    challengers: dict[str, str] = {}
+    for lp in s.loops:
+        if lp.mode != "off" and lp.quality.challenger_version is not None:
+            challengers.setdefault(lp.model, lp.quality.challenger_version)
     models = ModelManager(s.agent.models_dir or state_dir / "models", key, pins, audit=record,
-                          clock=clock)  # fmt: skip
+                          clock=clock, challengers=challengers,
+                          promoted_file=state_dir / PROMOTED_FILE)  # fmt: skip
+    # Loaded before the truth loop rebuilds its standing: it judges and corrects with the
+    # RMSE the active version's package declares (unknown before the scan).
+    await models.scan()
+    truth = None
+    if has_lab_results(s.quality):
+        try:
+            truth = await TruthLoop.open(
+                state_dir / QUALITY_FILE, s.quality, s.loops, clock=clock,
+                declared=_declared(models), audit=_audit_sink(audit), events=events,
+            )  # fmt: skip
+        except RetryableError as exc:  # the step-downs in force are unknown: do not start
+            audit.close()
+            raise KeyFileError(ConfigProblem(
+                str(state_dir / QUALITY_FILE), "agent.state_dir",
+                "a quality.db the agent can open and write (it holds the loops' step-downs)",
+                str(exc))) from None  # fmt: skip
     by_source = {d.name: d for d in drivers}
     tags = {t.name: t for t in s.tags}
     driver_of = {t.name: by_source[t.source] for t in s.tags if t.source in by_source}
@@ -168,6 +209,8 @@ async def open_control(
                 heartbeat=hb,
                 health=health,
                 clock=clock,
+                truth=truth,
+                default_product=s.quality.default_product,
             )
         )
     # Each loop takes over its last record before anything else touches the audit: the
@@ -176,7 +219,36 @@ async def open_control(
     for loop in loops:
         if loop.loop.mode != "off":
             await loop.recover()
-    await models.scan()
     return Control(
-        audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock, key
-    )
+        audit, models, list(heartbeats.values()), loops, s.agent.audit_retention_days, clock, key,
+        truth,
+    )  # fmt: skip
+
+
+def has_lab_results(quality: QualitySection) -> bool:
+    """Whether any path brings lab results (without one the truth loop has nothing to judge)."""
+    return bool(quality.tags) or quality.csv is not None or quality.cloud
+
+
+def _declared(models: ModelManager) -> Callable[[str, str], Mapping[str, float]]:
+    """The validation RMSE a model version's package declares, remembered once seen (a version
+    swapped out is still judged against what it declared)."""
+    seen: dict[tuple[str, str], Mapping[str, float]] = {}
+
+    def declared(model: str, version: str) -> Mapping[str, float]:
+        for session in (models.session(model), models.challenger(model)):
+            if session is None:
+                continue
+            m = session.manifest
+            if (m.name, m.version) not in seen:
+                seen[(m.name, m.version)] = dict(m.validation.rmse) if m.validation else {}
+        return seen.get((model, version), {})
+
+    return declared
+
+
+def _audit_sink(audit: AuditLog) -> Callable[[str, Mapping[str, Any], str | None], Awaitable[None]]:
+    async def record(kind: str, body: Mapping[str, Any], loop: str | None) -> None:
+        await audit.record_whole(kind, body, loop=loop)
+
+    return record

@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from agent.buffer import blocks
 from agent.demo.cloud_faults import FaultMiddleware, FaultScript
+from agent.demo.cloud_lab import add_lab_routes
 from agent.demo.cloud_store import CloudStore
 from agent.demo.cloud_support import add_support_routes
 from agent.domain.errors import RejectedError
@@ -89,7 +90,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 (one statement per route family it registers)
     store: CloudStore,
     *,
     token: SecretStr | None,
@@ -133,6 +134,7 @@ def create_app(
 
     auth = [Depends(authorised)]
     add_support_routes(app, store.path.parent / "support.db", auth=auth, models_dir=models_dir)
+    add_lab_routes(app, store.path.parent / "lab.db", auth=auth)
 
     @app.post(
         "/v1/agents/{agent_id}/blocks/{epoch}/{seq}",

@@ -9,6 +9,11 @@ Invariants: every lag is the exact operator x <- a*x + (1-a)*u with a = exp(-dt/
 update is stable and consistent at any dt; every delay is a ring buffer of max(1, round(theta/dt))
 samples; the disturbance processes are Ornstein-Uhlenbeck steps as written in the spec; with zero
 innovations and nominal setpoints the state stays exactly at the nominal steady state.
+Drift (plant-model 4.3, set by the mill's faults): the strengths use the strength potential
+S_pot = S_clk + s_offset + wear instead of S_clk, while C3S (the observable proxy) follows S_clk
+only; `wear` grows by `wear_rate` every tick; the limestone feeder tracks its setpoint with a
+scale that reads `ls_scale` x the true share, so the true share is SP / ls_scale and the
+measured one LS x ls_scale.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ S_CLK_MEAN = 51.0
 TRUTH_NAMES: tuple[str, ...] = (
     "B", "B_ss", "B_eff", "B_dem", "R45", "S28", "S2", "CF", "C3S", "g", "S_clk", "L", "F_max",
     "e_ss", "k_GA", "F", "F_m", "n", "n_e", "W", "fan", "GA", "LS", "LS_m", "GY", "T_in", "P",
-    "P_sep", "P_be", "P_fan", "dp", "T_out", "vib",
+    "P_sep", "P_be", "P_fan", "dp", "T_out", "vib", "S7", "LS_meas",
 )  # fmt: skip
-"""Keys of Process.truth(), in the order of Process.truth_row()."""
+"""Keys of Process.truth(), in the order of Process.truth_row(). S7 (est., issue 14):
+0.78 S_pot (CF/0.83)^1.1 + 0.011 (B_eff - 3800), between the 2-day and 28-day equations;
+LS_meas is the limestone share the feeder's scale reports (LS x ls_scale)."""
 
 
 def _a(dt: float, tau: float) -> float:
@@ -91,7 +98,10 @@ class Process:
         self.t_in, self.c3s = 210.0, 60.0
         self.dbf, self.dbs = 0.0, 0.0
         self.b_ss = self.b = self.b_eff = self.b_dem = 3800.0
-        self.r45, self.cf, self.s28, self.s2 = 4.0, 0.83, 51.0, 25.5
+        self.r45, self.cf, self.s28, self.s2, self.s7 = 4.0, 0.83, 51.0, 25.5, 0.78 * 51.0
+        self.s_offset = 0.0  # drift faults on the strength potential (reactivity, SO3), MPa
+        self.wear, self.wear_rate = 0.0, 0.0  # table wear: MPa so far, MPa per tick
+        self.ls_scale = 1.0  # the limestone scale's reading / the true share (scale drift)
         self.k_ga, self.f_max, self.e_ss, self.load = 1.0, P_MAX_KW / 18.0, 18.0, 0.0
         self.p, self.p_sep, self.p_be = 3240.0, 40.0 + 0.085 * 950.0, 76.0
         self.p_fan = 0.0021 * 1.15 * 85.0**3
@@ -124,7 +134,7 @@ class Process:
         a = self.a_ga
         self.ga = a * self.ga + (1.0 - a) * sp[4]
         a = self.a_ls
-        self.ls = a * self.ls + (1.0 - a) * sp[5]
+        self.ls = a * self.ls + (1.0 - a) * sp[5] / self.ls_scale  # the feeder tracks its scale
         self.ls_m = self.d_ls.push(self.ls)
 
     def _disturbances(self, t_rel: float, z: tuple[float, float, float]) -> None:
@@ -194,8 +204,12 @@ class Process:
         ls = self.ls
         cf = self.cf = (100.0 - ls - GYPSUM) / 100.0
         b_eff = self.b_eff = self.b - 60.0 * (ls - 12.0)
-        self.s28 = self.s_clk * cf / 0.83 + 0.012 * (b_eff - 3800.0)
-        self.s2 = 0.5 * self.s_clk * (cf / 0.83) ** 1.2 + 0.010 * (b_eff - 3800.0)
+        self.wear += self.wear_rate
+        s_pot = self.s_clk + self.s_offset + self.wear  # C3S (the proxy) sees s_clk only
+        rel = cf / 0.83
+        self.s28 = s_pot * rel + 0.012 * (b_eff - 3800.0)
+        self.s2 = 0.5 * s_pot * rel**1.2 + 0.010 * (b_eff - 3800.0)
+        self.s7 = 0.78 * s_pot * rel**1.1 + 0.011 * (b_eff - 3800.0)
 
         if not running:
             self.t_vib_high = 0.0
@@ -219,6 +233,7 @@ class Process:
             self.c3s, self.g, self.s_clk, self.load, self.f_max, self.e_ss, self.k_ga, self.f,
             self.f_m, self.n, self.n_e, self.w, self.fan, self.ga, self.ls, self.ls_m, GYPSUM,
             self.t_in, self.p, self.p_sep, self.p_be, self.p_fan, self.dp, self.t_out, self.vib,
+            self.s7, self.ls * self.ls_scale,
         )  # fmt: skip
 
     def truth(self) -> dict[str, float]:
@@ -228,6 +243,6 @@ class Process:
     def measured(self) -> tuple[float, ...]:
         """Noise-free values of the fast measured tags, in mill.FAST_TAGS order."""
         return (
-            self.f, self.n, self.w, self.fan, self.ls, GYPSUM, self.p, self.p_sep, self.p_be,
-            self.p_fan, self.dp, self.t_in, self.t_out, self.vib,
+            self.f, self.n, self.w, self.fan, self.ls * self.ls_scale, GYPSUM, self.p, self.p_sep,
+            self.p_be, self.p_fan, self.dp, self.t_in, self.t_out, self.vib,
         )  # fmt: skip

@@ -6,7 +6,8 @@ pure functions that turn a tag's published (value, status, time) into what a cli
 (freeze, flatline, bias, drift, bad, uncertain, local_override) or adjust a sample as it is
 published (spike).
 Must not: change the process or the PLC (the mill applies the side effects of the global kinds:
-trip, remote_disable, watchdog_stall, grindability_step, ...), draw random numbers, or raise
+trip, remote_disable, watchdog_stall, grindability_step, ...; drift.py those of the drift kinds
+of plant-model 4.3), draw random numbers, or raise
 anything but ValueError for a bad request.
 Invariants: at most one fault per (kind, tag); sensor kinds always name a known tag, global kinds
 never do; every stored fault carries all its parameters (defaults filled in), so
@@ -29,7 +30,10 @@ SENSOR_KINDS: tuple[str, ...] = (
 GLOBAL_KINDS: tuple[str, ...] = (
     "plc_reject_writes", "remote_disable", "watchdog_stall", "server_down", "clock_skew",
     "grindability_step", "clinker_quality_step", "trip",
+    *("clinker_reactivity", "table_wear", "so3_optimum", "scale_drift"),
 )  # fmt: skip
+DRIFT_KINDS: tuple[str, ...] = ("clinker_reactivity", "table_wear", "so3_optimum", "scale_drift")
+"""Plant-model 4.3: hidden drifts of the plant away from what a model learned (drift.py)."""
 NUMERIC_KINDS = ("spike", "drift", "bias")
 """Kinds that alter a sample's value: only for Double tags that are sampled (update_s set)."""
 
@@ -46,6 +50,10 @@ _FIXED_DEFAULTS: dict[str, Params] = {
     "clock_skew": {"offset_s": 300.0},
     "grindability_step": {"delta": 0.15},
     "clinker_quality_step": {"delta": -3.0},
+    "clinker_reactivity": {"mpa": -2.5},
+    "table_wear": {"mpa_per_day": -0.05},
+    "so3_optimum": {"mpa": -1.0},
+    "scale_drift": {"pct": 3.0},
 }
 
 
@@ -121,6 +129,8 @@ def validate(kind: str, tag: str | None, params: Params) -> Params:
             raise ValueError(f"fault {kind!r}: parameter {key!r} must be finite")
         if key in ("duration_s", "period_s") and value < 0:
             raise ValueError(f"fault {kind!r}: parameter {key!r} must be >= 0")
+        if key == "pct" and not -50.0 < value < 100.0:
+            raise ValueError(f"fault {kind!r}: parameter 'pct' must be in (-50, 100), not {value}")
         full[key] = float(value)
     return full
 

@@ -4,70 +4,62 @@ Owns: the one seeded random generator, sim time, the published state of every ta
 source time, sampled at each tag's update period with measurement noise), remote writes with
 their status codes, operator actions, and fault injection (plant-model.md 1.2-1.5). It wires
 dynamics.Process (physics), plc.Plc (selection, watchdog, ramps, trip state), lab.Lab
-(composites, analyser) and faults.FaultSet together.
+(composites, analyser, the record of results entered), faults.FaultSet and drift (plant-model
+4.3) together.
 Must not: do I/O, sleep, open sockets or know about OPC UA/Modbus objects (the servers read and
 write through this API and map status names to their own codes), or use wall-clock time.
-Invariants: deterministic for a given seed and call sequence (every draw comes from one
-numpy Generator, and draws depend on the tick count only, never on reads); read() never changes
+Invariants: deterministic for a given seed and call sequence (every draw comes from two
+numpy Generators seeded from `seed`: the main one, and one for the strength lab's noise and
+entry delays so that the 4-hourly composites never shift the process's random sequence; draws
+depend on the tick count only, never on reads); read() never changes
 state; with noise=False nothing is drawn and the plant sits exactly at its nominal steady state
 until something moves it. noise=False zeroes measurement noise, lab noise, the inlet-temperature
-jitter and the disturbance innovations (grindability and clinker reactivity stay at their means).
+jitter and the disturbance innovations (grindability and clinker reactivity stay at their means);
+the strength lab's entry delays are drawn all the same. Every lab tag `<Tag>` has a
+`<Tag>SampleTime` companion, set to the result's sample time together with the value.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.demo.drift import apply_drift
 from agent.demo.dynamics import TRUTH_NAMES, Process
-from agent.demo.faults import Fault, FaultSet, Value, check_kind, validate
+from agent.demo.faults import DRIFT_KINDS, Fault, FaultSet, Value, check_kind, validate
 from agent.demo.lab import Lab
+from agent.demo.lab_record import LabRecord
 from agent.demo.plc import MV_TAGS, Plc
-from agent.demo.tags import ALL_TAGS, BY_NAME, Kind
+from agent.demo.published import FAST_TAGS, INDEX, LAB_TAGS, Reading, initial_value
+from agent.demo.tags import ALL_TAGS, BY_NAME, LAB_RESULT_TAGS, Kind
 
-__all__ = ["FAST_TAGS", "LAB_TAGS", "TRUTH_NAMES", "Mill", "Reading", "backfill"]
+__all__ = ["FAST_TAGS", "INDEX", "LAB_TAGS", "PRODUCT", "START_TIME", "TRUTH_NAMES",
+           "LabRecord", "Mill", "Reading", "backfill"]  # fmt: skip
+START_TIME = 1_767_225_600.0
+"""The default sim start: 2026-01-01 00:00 UTC."""
+PRODUCT = "CEM II/A-LL 42.5 R"
+"""The one product the mill grinds (plant-model 4.1), unless the constructor names another."""
 
-FAST_TAGS: tuple[str, ...] = (
-    "FeedRate", "SeparatorSpeed", "WaterInjection", "FanSpeed", "LimestoneShare", "GypsumShare",
-    "MillPower", "SeparatorPower", "BucketElevatorPower", "FanPower", "MillDifferentialPressure",
-    "MillInletTemperature", "MillOutletTemperature", "Vibration",
-    "FeedRateSetpointEffective", "SeparatorSpeedSetpointEffective",
-)  # fmt: skip
-"""Tags sampled every update_s from the process (order of Process.measured() + 2 effective SPs)."""
-LAB_TAGS: tuple[str, ...] = (
-    "ProductFineness", "LabBlaine", "LabResidue45", "LabClinkerC3S", "LabStrength2d",
-    "LabStrength28d",
-)  # fmt: skip
-"""Tags published by lab.Lab results."""
 _STATUS = ("HeartbeatEcho", "RemoteEnable", "RemoteActive", "WatchdogFault", "Running")
-INDEX: dict[str, int] = {t.name: i for i, t in enumerate(ALL_TAGS)}
 _I_PF = INDEX["ProductFineness"]
+_SAMPLE_TIME = {name: INDEX[f"{name}SampleTime"] for name in LAB_RESULT_TAGS}
 _I_SP = tuple(INDEX[name] for name in MV_TAGS)
 _INT32 = (-(2**31), 2**31 - 1)
 _NO_Z = (0.0, 0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One read of a tag: value (None only when status is Bad), status name, source time."""
-
-    value: float | int | bool | None
-    status: str
-    source_time: float
 
 
 class Mill:
     """The simulated vertical roller mill with its PLC, lab and fault injection."""
 
     def __init__(
-        self, seed: int = 0, *, start_time: float = 1_767_225_600.0, lab_time_scale: float = 1.0,
+        self, seed: int = 0, *, start_time: float = START_TIME, lab_time_scale: float = 1.0,
         wd_timeout_s: float = 15.0, has_online_psd: bool = True, dt: float = 0.1,
-        noise: bool = True, lab_noise: bool | None = None,
+        noise: bool = True, lab_noise: bool | None = None, product: str = PRODUCT,
     ) -> None:  # fmt: skip
         self._rng = np.random.default_rng(seed)
+        self._lab_rng = np.random.default_rng([seed, 14])
         self._zbuf: list[float] = []
         self._zi = 0
         self._noise = noise
@@ -79,14 +71,22 @@ class Mill:
         self._proc = Process(self._dt)
         self._plc = Plc(self._start, self._dt, wd_timeout_s)
         perfect_lab = not (noise if lab_noise is None else lab_noise)
-        self._lab = Lab(self._start, lab_time_scale, (lambda: 0.0) if perfect_lab else self._z)
+        lab_rng = self._lab_rng
+        self._lab = Lab(
+            self._start, lab_time_scale, (lambda: 0.0) if perfect_lab else self._z,
+            product=product, uniform=lab_rng.random,
+            strength_normal=(lambda: 0.0 * lab_rng.standard_normal()) if perfect_lab
+            else lab_rng.standard_normal,
+        )  # fmt: skip
         self._faults = FaultSet()
         self._skew = 0.0
         self._down_until: float | None = None
         self.trip_reason: str | None = None
         """Why the mill last tripped ("vibration/dp", "fault"), None before any trip."""
-        self._val: list[Value] = [_initial(t.kind, t.nominal) for t in ALL_TAGS]
+        self._val: list[Value] = [initial_value(t.kind, t.nominal) for t in ALL_TAGS]
         self._time: list[float] = [self._start] * len(ALL_TAGS)
+        for i in _SAMPLE_TIME.values():
+            self._val[i] = self._start  # the nominal lab values describe the start
         self._fast_idx = [INDEX[name] for name in FAST_TAGS]
         self._fast_sigma = [BY_NAME[name].noise_sigma if noise else 0.0 for name in FAST_TAGS]
         self._fast_period = [BY_NAME[name].update_s or self._dt for name in FAST_TAGS]
@@ -150,11 +150,14 @@ class Mill:
                 due[j] = nxt if nxt > t + 1e-9 else t + period[j]
         self._sync_plc()
         results = self._lab.tick(
-            t, plc.running, b=proc.b, r45=proc.r45, s2=proc.s2, s28=proc.s28, c3s=proc.c3s
-        )
+            t, plc.running, b=proc.b, r45=proc.r45, s2=proc.s2, s7=proc.s7, s28=proc.s28,
+            c3s=proc.c3s,
+        )  # fmt: skip
         for name, x, ts in results:
             val[INDEX[name]] = self._faults.spike(name, x, t) if name in spikes else x
             tim[INDEX[name]] = ts
+            if (i_st := _SAMPLE_TIME.get(name)) is not None:
+                val[i_st] = tim[i_st] = ts
         if self._down_until is not None and t >= self._down_until:
             self._faults.remove("server_down")
             self._down_until = None
@@ -205,6 +208,17 @@ class Mill:
     def truth_row(self) -> tuple[float, ...]:
         """truth() values in TRUTH_NAMES order, without building a dict."""
         return self._proc.truth_row()
+
+    @property
+    def product(self) -> str:
+        """The product the mill grinds (every lab result names it)."""
+        return self._lab.product
+
+    def lab_results(self, since_entry: float = -math.inf) -> list[LabRecord]:
+        """Every lab result entered (published on its tag) so far with entry_time >
+        since_entry, in entry order: what the LIMS would deliver, plus each one's hidden
+        window-mean truth."""
+        return self._lab.results(since_entry)
 
     # --- writes and operator actions --------------------------------------------------------
     def write(self, name: str, value: float | int | bool) -> str:
@@ -304,6 +318,8 @@ class Mill:
             self._proc.step_disturbance("g", sign * fault.num("delta"))
         elif fault.kind == "clinker_quality_step":
             self._proc.step_disturbance("S_clk", sign * fault.num("delta"))
+        elif fault.kind in DRIFT_KINDS:
+            apply_drift(self._proc, fault.kind, fault.params, on)
         self._sync_plc()
 
     def active_faults(self) -> list[tuple[str, str | None, dict[str, float | str]]]:
@@ -313,14 +329,6 @@ class Mill:
     def server_down_until(self) -> float | None:
         """Sim time until which the server_down fault holds, else None."""
         return self._down_until
-
-
-def _initial(kind: Kind, nominal: float) -> Value:
-    if kind is Kind.BOOLEAN:
-        return bool(nominal)
-    if kind is Kind.INT32:
-        return int(nominal)
-    return float(nominal)
 
 
 def backfill(

@@ -1,21 +1,25 @@
-"""The simulated weigh feeders (unit 1) and cement packer (unit 2) on a real pymodbus TCP server.
+"""The simulated weigh feeders (unit 1), cement packer (unit 2) and LIMS gateway (unit 3) on a
+real pymodbus TCP server.
 
-Owns: the two devices' own state (feed totalizer, packer run command, bag counters, packed
-tonnes, packer setpoints), their register images rebuilt from each mill snapshot, and the
-pymodbus `SimDevice` action that serves reads from the image and turns writes into device
-state or `Mill.write` calls. The map itself lives in `register_map.py`.
+Owns: the devices' own state (feed totalizer, packer run command, bag counters, packed
+tonnes, packer setpoints), their values rebuilt from each mill snapshot (the LIMS unit: each
+lab result and its sample time, as the mill publishes them, the sample time mapped from sim to
+wall time by `to_wall` like OPC UA's SourceTimestamp), and the server's life. The map
+itself lives in `register_map.py`, the part every device shares in `modbus_device.py`.
 Must not: step the mill, invent values for Bad readings, or use the deprecated datastore
 classes (pymodbus 3.16: warnings are errors in our tests).
 Invariants: a read touching a point whose mill sources are Bad answers exception 0x04; a
 write must cover whole points (else 0x02) and is applied only if the device or the mill
 accepts it (0x03 out of range, 0x04 refused by the PLC); the device state advances only with
-sim time (`publish` after each mill step), so it is deterministic for a given seed.
+sim time (`publish` after each mill step), so it is deterministic for a given seed; a
+sample time is mapped once, when it changes (or on `publish(force=True)`): re-anchoring the
+mapping later never moves a result's published sample time (it would look like a new result).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 from pymodbus.constants import ExcCodes
@@ -23,149 +27,16 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from agent.demo.mill import Mill, Reading
-from agent.demo.register_map import (
-    FEEDERS_UNIT,
-    PACKER_UNIT,
-    POINTS,
-    Point,
-    PointType,
-    Table,
-    decode,
-    encode,
-    in_limits,
-)
+from agent.demo.modbus_device import Unit, Value, num
+from agent.demo.register_map import FEEDERS_UNIT, LIMS_UNIT, PACKER_UNIT, Point
+from agent.demo.tags import LAB_RESULT_TAGS
+
+BAG_COUNT_START = 1_234_567
 
 log = structlog.get_logger(__name__)
 
-Value = float | int | bool
-_READ_FC = {1: Table.COIL, 2: Table.DISCRETE_INPUT, 3: Table.HOLDING, 4: Table.INPUT}
-_WRITE_FC = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING,
-             22: Table.HOLDING, 23: Table.HOLDING}  # fmt: skip
-_BAD_WRITE = {"BadOutOfRange": ExcCodes.ILLEGAL_VALUE, "BadTypeMismatch": ExcCodes.ILLEGAL_VALUE}
-BAG_COUNT_START = 1_234_567
 
-
-def _num(readings: Mapping[str, Reading], name: str) -> float | None:
-    r = readings.get(name)
-    if r is None or r.value is None or r.status.startswith("Bad"):
-        return None
-    return float(r.value)
-
-
-class _Unit:
-    """One simulated Modbus device: its points, current values, Bad points and the action."""
-
-    def __init__(self, unit_id: int, mill: Mill) -> None:
-        self.unit_id, self.mill = unit_id, mill
-        self.points = [p for p in POINTS if p.unit_id == unit_id]
-        self.values: dict[str, Value] = {
-            p.name: False if p.type is PointType.BOOL else 0 for p in self.points
-        }
-        self.bad: set[str] = set()
-
-    def device(self) -> SimDevice:
-        blocks: dict[Table, list[SimData]] = {t: [] for t in Table}
-        for p in self.points:
-            bit = p.type is PointType.BOOL
-            blocks[p.table].append(
-                SimData(
-                    p.address,
-                    count=p.width,
-                    values=False if bit else 0,
-                    datatype=DataType.BITS if bit else DataType.REGISTERS,
-                )
-            )
-        simdata = (
-            blocks[Table.COIL],
-            blocks[Table.DISCRETE_INPUT],
-            blocks[Table.HOLDING],
-            blocks[Table.INPUT],
-        )  # non-shared: four separate tables, like a real device
-        return SimDevice(self.unit_id, simdata=simdata, action=self.action)
-
-    def update(self, readings: Mapping[str, Reading], dt_s: float) -> None:
-        bad = {name for name, r in readings.items() if r.status.startswith("Bad")}
-        self.bad = {p.name for p in self.points if bad.intersection(p.sources)}
-        self.model(readings, dt_s)
-
-    def model(self, readings: Mapping[str, Reading], dt_s: float) -> None:
-        raise NotImplementedError
-
-    def apply(self, point: Point, value: Value) -> ExcCodes | None:
-        """Accept a written value (device state or a mill setpoint) or refuse it."""
-        if point.writes_to is not None:
-            status = self.mill.write(point.writes_to, float(value))
-            log.debug("modbus_write_answered", unit=self.unit_id, point=point.name, status=status)
-            if status != "Good":
-                return _BAD_WRITE.get(status, ExcCodes.DEVICE_FAILURE)
-        elif point.type is not PointType.BOOL and not in_limits(point, float(value)):
-            return ExcCodes.ILLEGAL_VALUE
-        self.values[point.name] = value
-        return None
-
-    async def action(  # noqa: PLR0917 - the signature pymodbus calls
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        """pymodbus SimDevice hook: refresh the block from the image, or apply a write."""
-        if set_values is not None and function_code in _WRITE_FC:
-            return self._write(_WRITE_FC[function_code], address, list(set_values))
-        table = _READ_FC.get(function_code, _WRITE_FC.get(function_code))
-        if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        bits = table in (Table.COIL, Table.DISCRETE_INPUT)
-        lo, hi = (
-            ((address // 16) * 16, (address // 16 + count) * 16)
-            if bits
-            else (address, address + count)
-        )  # pymodbus passes bit reads as whole 16-bit words
-        for p in self.points:
-            if (
-                p.table is table
-                and p.address < hi
-                and lo < p.address + p.width
-                and p.name in self.bad
-            ):
-                return ExcCodes.DEVICE_FAILURE
-        self._fill(table, start_address, registers)
-        return None
-
-    def _fill(self, table: Table, start: int, registers: list[int]) -> None:
-        for p in self.points:
-            if p.table is not table:
-                continue
-            regs = encode(p, self.values[p.name])
-            if p.type is PointType.BOOL:  # bit-packed, 16 bits a word, bit 0 first
-                word, bit = divmod(p.address - start * 16, 16)
-                registers[word] = (
-                    registers[word] | (1 << bit) if regs[0] else registers[word] & ~(1 << bit)
-                )
-            else:
-                registers[p.address - start : p.address - start + p.width] = regs
-
-    def _write(self, table: Table, address: int, values: list[int] | list[bool]) -> ExcCodes | None:
-        end = address + len(values)
-        touched = [
-            p
-            for p in self.points
-            if p.table is table and p.address < end and address < p.address + p.width
-        ]
-        if not touched or any(p.address < address or p.address + p.width > end for p in touched):
-            return ExcCodes.ILLEGAL_ADDRESS
-        for p in touched:
-            raw = [int(v) for v in values[p.address - address : p.address - address + p.width]]
-            if (refused := self.apply(p, decode(p, raw))) is not None:
-                log.info("modbus_write_refused", unit=self.unit_id, point=p.name, code=refused.name)
-                return refused
-        return None
-
-
-class _Feeders(_Unit):
+class _Feeders(Unit):
     def __init__(self, mill: Mill) -> None:
         super().__init__(FEEDERS_UNIT, mill)
         self._total_kg = 0.0
@@ -173,10 +44,10 @@ class _Feeders(_Unit):
     def model(self, readings: Mapping[str, Reading], dt_s: float) -> None:
         v = self.values
         for name in ("FeedRateSetpoint", "LimestoneShareSetpoint"):
-            if (sp := _num(readings, name)) is not None:
+            if (sp := num(readings, name)) is not None:
                 v[name] = sp
-        feed, ls, gy = (_num(readings, n) for n in ("FeedRate", "LimestoneShare", "GypsumShare"))
-        running = bool(_num(readings, "Running"))
+        feed, ls, gy = (num(readings, n) for n in ("FeedRate", "LimestoneShare", "GypsumShare"))
+        running = bool(num(readings, "Running"))
         if feed is None or ls is None or gy is None:
             return  # reads of these points answer 0x04 until the sources are Good again
         rates = {
@@ -200,7 +71,35 @@ class _Feeders(_Unit):
         return super().apply(point, value)
 
 
-class _Packer(_Unit):
+_STAMPS = frozenset(f"{name}SampleTime" for name in LAB_RESULT_TAGS)
+
+
+class _Lims(Unit):
+    """The LIMS's Modbus gateway: every lab result and its sample-time tag, as published
+    (a sample time in wall seconds, rounded to the uint32 register's whole seconds)."""
+
+    def __init__(self, mill: Mill, to_wall: Callable[[float], float]) -> None:
+        super().__init__(LIMS_UNIT, mill)
+        self._to_wall = to_wall
+        self._mapped: dict[str, float] = {}  # sample-time point -> the sim time it shows
+
+    def remap(self) -> None:
+        """Map every sample time again at the next update (the mapping was re-anchored)."""
+        self._mapped.clear()
+
+    def model(self, readings: Mapping[str, Reading], dt_s: float) -> None:
+        for p in self.points:
+            if (x := num(readings, p.sources[0])) is None:
+                continue
+            if p.name in _STAMPS:
+                if self._mapped.get(p.name) == x:
+                    continue
+                self._mapped[p.name] = x
+                x = round(self._to_wall(x))
+            self.values[p.name] = x
+
+
+class _Packer(Unit):
     def __init__(self, mill: Mill) -> None:
         super().__init__(PACKER_UNIT, mill)
         self._bags = 0.0  # bags packed since start, fractional
@@ -215,9 +114,9 @@ class _Packer(_Unit):
 
     def model(self, readings: Mapping[str, Reading], dt_s: float) -> None:
         v = self.values
-        if (feed := _num(readings, "FeedRate")) is not None:
+        if (feed := num(readings, "FeedRate")) is not None:
             self._feed = feed  # cement leaves the mill at the fresh-feed rate (steady state)
-        mill_running = bool(_num(readings, "Running"))
+        mill_running = bool(num(readings, "Running"))
         running = bool(v["PackerRunCommand"]) and mill_running
         packing_tph = float(v["PackerShare"]) / 100.0 * self._feed if running else 0.0
         bags_per_h = packing_tph * 1000.0 / float(v["BagWeightSetpoint"])
@@ -247,11 +146,19 @@ async def _absent(*_: object) -> ExcCodes:
 
 
 class MillModbusServer:
-    """A pymodbus TCP server with the feeders and the packer. One event loop."""
+    """A pymodbus TCP server with the feeders, the packer and the LIMS. One event loop."""
 
-    def __init__(self, mill: Mill, *, host: str = "127.0.0.1", port: int = 5020) -> None:
+    def __init__(self, mill: Mill, *, to_wall: Callable[[float], float] | None = None,
+                 host: str = "127.0.0.1", port: int = 5020) -> None:  # fmt: skip
+        """`to_wall`: sim -> wall unix seconds for the published sample times (None: sim
+        time as it is, for a mill stepped by hand)."""
         self._mill, self._host, self._port = mill, host, port
-        self.units: dict[int, _Unit] = {FEEDERS_UNIT: _Feeders(mill), PACKER_UNIT: _Packer(mill)}
+        self._lims = _Lims(mill, to_wall or float)
+        self.units: dict[int, Unit] = {
+            FEEDERS_UNIT: _Feeders(mill),
+            PACKER_UNIT: _Packer(mill),
+            LIMS_UNIT: self._lims,
+        }
         self._server: ModbusTcpServer | None = None
         self._sim_time: float | None = None
 
@@ -284,8 +191,12 @@ class MillModbusServer:
             await server.shutdown()  # type: ignore[no-untyped-call]
             log.info("modbus_server_stopped", port=self._port)
 
-    def publish(self, readings: Mapping[str, Reading], sim_time: float) -> None:
-        """Advance the devices to `sim_time` and rebuild their images from `readings`."""
+    def publish(self, readings: Mapping[str, Reading], sim_time: float, *,
+                force: bool = False) -> None:  # fmt: skip
+        """Advance the devices to `sim_time` and rebuild their images from `readings`;
+        `force`: map every sample time again (after the sim -> wall mapping was re-anchored)."""
+        if force:
+            self._lims.remap()
         dt_s = 0.0 if self._sim_time is None else max(0.0, sim_time - self._sim_time)
         self._sim_time = sim_time
         for unit in self.units.values():

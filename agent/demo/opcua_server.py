@@ -23,7 +23,9 @@ tag node reaches `Mill.write` only if it is a Value write of the node's exact va
 without index range, status or timestamps (like many PLCs: otherwise BadWriteNotSupported /
 BadTypeMismatch / BadNotWritable) and the status the mill returns is the status the client
 gets; SourceTimestamp is the reading's sim time mapped to wall time, ServerTimestamp the
-publication time; with `strict_writes=False` timestamps and status in a write are ignored.
+publication time, and the value of a `<Tag>SampleTime` tag (a time itself) is mapped the same
+way, so it equals its result's SourceTimestamp; with `strict_writes=False` timestamps and
+status in a write are ignored.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from agent.demo.certs import OpcUaSecurity, configure_security, user_manager
 from agent.demo.mill import Mill, Reading
-from agent.demo.tags import ALL_TAGS, BY_NAME, NAMESPACE_URI, Kind, TagSpec
+from agent.demo.tags import ALL_TAGS, BY_NAME, LAB_RESULT_TAGS, NAMESPACE_URI, Kind, TagSpec
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +58,10 @@ _VARIANT = {Kind.DOUBLE: ua.VariantType.Double, Kind.INT32: ua.VariantType.Int32
             Kind.BOOLEAN: ua.VariantType.Boolean}  # fmt: skip
 _PY = {Kind.DOUBLE: float, Kind.INT32: int, Kind.BOOLEAN: bool}
 _UNECE = {"t/h": "E18", "rpm": "RPM", "m3/h": "MQH", "%": "P1", "kW": "KWT", "mbar": "MBR",
-          "degC": "CEL", "mm/s": "C16", "MPa": "MPA"}  # fmt: skip
+          "degC": "CEL", "mm/s": "C16", "MPa": "MPA", "s": "SEC"}  # fmt: skip
 _CEFACT = "http://www.opcfoundation.org/UA/units/un/cefact"
+_STAMPS = frozenset(f"{name}SampleTime" for name in LAB_RESULT_TAGS)
+"""Tags whose value is a sim time: published mapped to wall time, like SourceTimestamp."""
 
 
 def _nid(identifier: str | int, namespace: int = 0) -> ua.NodeId:
@@ -251,6 +255,8 @@ class MillOpcUaServer:
         status = _status(reading.status)
         if reading.value is None or status.is_bad():
             variant = ua.Variant(None, ua.VariantType.Null)
+        elif spec.name in _STAMPS:
+            variant = ua.Variant(self._to_wall(float(reading.value)), _VARIANT[spec.kind])
         else:
             variant = ua.Variant(_PY[spec.kind](reading.value), _VARIANT[spec.kind])
         source = dt.datetime.fromtimestamp(self._to_wall(reading.source_time), dt.UTC)

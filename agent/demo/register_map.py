@@ -1,4 +1,5 @@
-"""The simulated plant's Modbus register map, as data: feeders (unit 1) and cement packer (unit 2).
+"""The simulated plant's Modbus register map, as data: feeders (unit 1), cement packer (unit 2)
+and the LIMS gateway (unit 3: lab results with their sample times).
 
 Owns: every Modbus point the simulated devices expose (unit id, table, zero-based address,
 type, word order, scale, unit, range, which mill tags feed it or which mill setpoint a write
@@ -21,6 +22,12 @@ from enum import StrEnum
 
 FEEDERS_UNIT = 1
 PACKER_UNIT = 2
+LIMS_UNIT = 3
+LIMS_RESULTS: tuple[tuple[str, str], ...] = (
+    ("LabBlaine", "cm2/g"), ("LabResidue45", "%"), ("LabClinkerC3S", "%"),
+    ("LabStrength2d", "MPa"), ("LabStrength7d", "MPa"), ("LabStrength28d", "MPa"),
+)  # fmt: skip
+"""The lab tags the LIMS gateway serves, in address order (mill tag, unit)."""
 
 
 class Table(StrEnum):
@@ -196,6 +203,22 @@ POINTS: tuple[Point, ...] = (
 )
 # fmt: on
 
+
+def _lims_points() -> tuple[Point, ...]:
+    """Unit 3: per lab tag a float32 value and a uint32 sample time, 4 registers apart."""
+    out: list[Point] = []
+    for k, (tag, unit) in enumerate(LIMS_RESULTS):
+        out.append(Point(LIMS_UNIT, _I, 1 + 4 * k, tag, _F32, unit, sources=(tag,),
+                         description=f"The latest {tag} result"))  # fmt: skip
+        stamp = f"{tag}SampleTime"
+        out.append(Point(LIMS_UNIT, _I, 3 + 4 * k, stamp, _U32, "s", sources=(stamp,),
+                         description=f"Its sample time: unix seconds (UTC) of the window's "
+                                     f"end, updated with {tag}"))  # fmt: skip
+    return tuple(out)
+
+
+POINTS += _lims_points()
+
 BY_KEY: dict[tuple[int, str], Point] = {(p.unit_id, p.name): p for p in POINTS}
 
 
@@ -231,7 +254,10 @@ def render_markdown() -> str:
         )
     lines += [
         "",
-        "Unit 1 is the weigh-feeder PLC (clinker, limestone, gypsum), unit 2 the cement packer.",
+        "Unit 1 is the weigh-feeder PLC (clinker, limestone, gypsum), unit 2 the cement packer,",
+        "unit 3 the LIMS's gateway: each lab result (plant-model 4.2) as the mill's OPC UA tag",
+        "of the same name publishes it, and beside it the sample-time tag (the end of the",
+        "sample's window, whole unix seconds); a new result updates both in the same poll.",
         "Any other unit id answers exception 0x0B (gateway target failed to respond); addresses",
         "between points answer 0x02 (illegal address). Coils and discrete inputs are served",
         "in whole 16-bit words: unused bits up to the next multiple of 16 read as 0.",

@@ -2,15 +2,18 @@
 
 Owns: the wall-clock <-> sim-time mapping (wall = wall0 + (sim - sim0) / time_scale), the
 tick task that steps the mill `time_scale` x 10 ticks per wall second and then publishes one
-snapshot to both servers, the `server_down` fault's effect on the OPC UA server, and the
-order of start-up and shut-down.
+snapshot to both servers (and, with `lab_csv`, writes the LIMS export files that are due), the
+`server_down` fault's effect on the OPC UA server, and the order of start-up and shut-down.
 Must not: contain process physics or PLC logic (the mill), protocol details (the servers), or
 block the event loop for long: stepping runs in chunks of at most ~40 ms between yields.
 Invariants: sim time never runs ahead of the mapping, so every published SourceTimestamp
-is at most one tick in the future of the wall clock; fractional ticks accumulate (any
-time_scale > 0 works); when the loop cannot keep up for more than a second of wall time
-the backlog is dropped and the mapping re-anchored (logged), so timestamps stay fresh and
-monotonic; after `pause()` returns, the mill is not stepped until `resume()`.
+is at most one tick in the future of the wall clock; both servers publish the lab's
+`<Tag>SampleTime` values through the same mapping (a mill read in-process keeps sim time);
+fractional ticks accumulate (any time_scale > 0 works); when the loop cannot keep up for
+more than a second of wall time the backlog is dropped and the mapping re-anchored (logged),
+so timestamps stay fresh and monotonic; after `pause()` returns, the mill is not stepped
+until `resume()`; a LIMS export file that cannot be written is retried at the next tick (first
+failure WARNING, repeats DEBUG, recovery INFO), never stopping the plant.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import structlog
 
 from agent.demo.certs import OpcUaSecurity
-from agent.demo.mill import Mill
+from agent.demo.lab_export import LabCsvExport
+from agent.demo.mill import PRODUCT, START_TIME, Mill
 from agent.demo.modbus_server import MillModbusServer
 from agent.demo.opcua_server import MillOpcUaServer
 
@@ -70,6 +75,10 @@ class SimulatedPlant:
         strict_writes: bool = True,
         noise: bool = True,
         lab_noise: bool | None = None,
+        start_time: float = START_TIME,
+        product: str = PRODUCT,
+        lab_csv: Path | None = None,
+        lab_csv_timezone: str = "Europe/Berlin",
     ) -> None:
         if not time_scale > 0.0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
@@ -82,7 +91,15 @@ class SimulatedPlant:
             dt=TICK_S,
             noise=noise,
             lab_noise=lab_noise,
+            start_time=start_time,
+            product=product,
         )
+        self.lab_export = (
+            None
+            if lab_csv is None
+            else LabCsvExport(lab_csv, start_time=start_time, timezone=lab_csv_timezone)
+        )
+        self._export_failing = False
         self.opcua = MillOpcUaServer(
             self.mill,
             to_wall=self.sim_to_wall,
@@ -91,7 +108,9 @@ class SimulatedPlant:
             security=security,
             strict_writes=strict_writes,
         )
-        self.modbus = MillModbusServer(self.mill, host=host, port=modbus_port)
+        self.modbus = MillModbusServer(
+            self.mill, to_wall=self.sim_to_wall, host=host, port=modbus_port
+        )
         self.stats = TickStats()
         self._wall0 = self._mono0 = 0.0
         self._sim0 = self.mill.time
@@ -125,7 +144,9 @@ class SimulatedPlant:
             await self.opcua.stop()
             raise
         self._anchor()  # starting took ~2 s: map the current sim time to now, then republish
-        await self.opcua.publish(self.mill.snapshot(), force=True)
+        snapshot = self.mill.snapshot()
+        await self.opcua.publish(snapshot, force=True)
+        self.modbus.publish(snapshot, self.mill.time, force=True)
         self._task = asyncio.create_task(self._run(), name="simulated-plant-tick")
         log.info(
             "simulated_plant_started",
@@ -219,7 +240,23 @@ class SimulatedPlant:
         if self.opcua.serving:
             await self.opcua.publish(snapshot)
         self.modbus.publish(snapshot, self.mill.time)
+        if self.lab_export is not None:
+            self._export(self.lab_export)
         self.stats.publish_s += time.perf_counter() - t0
+
+    def _export(self, export: LabCsvExport) -> None:
+        try:
+            files = export.export(self.mill.time, self.mill.lab_results)
+        except OSError as exc:
+            emit = log.debug if self._export_failing else log.warning
+            emit("lab_csv_export_failed", folder=str(export.folder), error=str(exc))
+            self._export_failing = True
+            return
+        if self._export_failing:
+            log.info("lab_csv_export_recovered", folder=str(export.folder))
+            self._export_failing = False
+        for path in files:
+            log.debug("lab_csv_exported", file=str(path))
 
 
 async def run_simulator(
@@ -231,9 +268,13 @@ async def run_simulator(
     lab_time_scale: float,
     host: str = "127.0.0.1",
     security: OpcUaSecurity | None = None,
+    lab_csv: Path | None = None,
+    lab_csv_timezone: str = "Europe/Berlin",
 ) -> None:
     """Serve the simulated plant until cancelled (`edge-agent simulate`)."""
     async with SimulatedPlant(
+        lab_csv=lab_csv,
+        lab_csv_timezone=lab_csv_timezone,
         seed=seed,
         time_scale=time_scale,
         lab_time_scale=lab_time_scale,

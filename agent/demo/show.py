@@ -34,7 +34,7 @@ from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
 from agent.demo.scenario import MIN_DURATION_S, play
 from agent.demo.stage import LAB_TIME_SCALE, PLANT_SPAN_S, WATCHDOG_WALL_S, Stage, compress
-from agent.demo.summary import figures, lines, loop_off, story
+from agent.demo.summary import Lab, figures, lines, loop_off, story
 from agent.demo.view import Plain, Story, render
 from agent.domain.errors import ConfigError
 from agent.service.logs import configure_logging
@@ -121,8 +121,9 @@ async def _demo(*, duration_s: float, seed: int, opcua_port: int, modbus_port: i
                 events=stage.events, lab_time_scale=LAB_TIME_SCALE,
                 wd_timeout_s=WATCHDOG_WALL_S * scale,
             )  # fmt: skip
+            lab = Lab(stage.lab(), stage.tally().lab_unmatched, stage.lab_units())
             figs = figures(stage.truth, off, stage.tally(), stage.received_samples(),
-                           stage.audit())  # fmt: skip
+                           stage.audit(), lab=lab)  # fmt: skip
             marks = [(key, plant_s) for key, _, plant_s, _ in said.said]
             try:
                 drawn = f"chart: {chart.draw(out / f'story-{stamp}.png', stage.truth, off, marks)}"

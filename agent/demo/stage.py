@@ -1,15 +1,18 @@
 """The demo's stage: the simulated plant, the reference cloud and a restartable agent.
 
 Owns: the demo's time compression (6 h of plant time in the demo's wall duration), the demo
-configuration compressed to that scale (loop timings are wall-clock, so cadence, minimum
-intervals, rate limits and the C3S window shrink by the same factor), starting and stopping
-the real `App` on one state directory (twice: the restart of the story), the tallies that
-outlive one agent run (writes, refusals, samples buffered), the log of plant events the
-loop-off counterfactual replays, and the record of the hidden plant truth over time.
+configuration compressed to that scale, per TOML table (loop timings are wall-clock, so
+cadence, minimum intervals, rate limits and the C3S window shrink by the same factor; a lab
+sample's window in `[[quality.tags]]` is plant hours, divided by the scale), starting and
+stopping the real `App` on one state directory (twice: the restart of the story), the tallies
+that outlive one agent run (writes, refusals, samples buffered, lab results unmatched), the log
+of plant events the loop-off counterfactual replays, and the record of the hidden plant truth.
 Must not: draw the screen, decide the story (agent.demo.scenario) or reach into the agent's
-decisions: it reads `LoopStats` and counters the agent already publishes.
+decisions: it reads `LoopStats`, counters and truth-loop reports the agent already publishes.
 Invariants: at most one App runs at a time and each one is stopped (ordered shutdown) before
-the next starts; every event applied to the plant is logged with its exact plant time.
+the next starts; every event applied to the plant is logged with its exact plant time; the
+truth loop's standing (its reports, as /status shows them) is taken from the running agent
+before it is stopped, so the last one holds every run's results (they live in quality.db).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from agent.control.audit_chain import ChainReport
 from agent.control.loop_stats import LoopStats
 from agent.demo.cloud import CloudReceiver
 from agent.demo.runner import SimulatedPlant
+from agent.quality.monitor import LoopQualityReport
 from agent.service.app import App
 
 PLANT_SPAN_S = 6 * 3600.0
@@ -48,19 +52,34 @@ MODELS = next(
 """The demo model: models/ of the source tree, or the copy packaged inside the wheel."""
 
 
+_COMPRESSED: dict[tuple[str, str], Callable[[float, float], float]] = {
+    ("loops", "cadence_s"): lambda v, x: max(1.0, round(v / x, 3)),
+    ("loops", "min_interval_s"): lambda v, x: round(v / x, 3),
+    ("loops", "estimator_window_s"): lambda v, x: max(5.0, round(v / x, 3)),
+    ("loops", "max_rate_per_h"): lambda v, x: round(v * x, 3),
+    ("loops", "readback_timeout_s"): lambda v, x: 5.0,
+    ("loops.inputs", "window_s"): lambda v, x: 1.0,  # the latest C3S result only (docs/demo.md)
+    ("quality.tags", "window_s"): lambda v, x: v / x,  # a lab sample's window, on the wall clock
+}
+"""(TOML table, key) -> the compressed value of `key = value` in that table, at scale x."""
+_TABLE = re.compile(r"^\s*\[\[?\s*([\w.\-]+)\s*\]\]?\s*(#.*)?$")
+_NUMBER = re.compile(r"^(\s*)([\w\-]+)(\s*=\s*)([-+]?[\d.]+(?:[eE][-+]?\d+)?)")
+
+
 def compress(text: str, scale: float) -> str:
-    """The demo config with its wall-clock loop timings divided by `scale` (see docs/demo.md)."""
-
-    def scaled(key: str, fn: Any) -> None:
-        nonlocal text
-        text = re.sub(rf"(?m)^{key} = ([\d.]+)", lambda m: f"{key} = {fn(float(m[1]))!r}", text)
-
-    scaled("cadence_s", lambda v: max(1.0, round(v / scale, 3)))
-    scaled("min_interval_s", lambda v: round(v / scale, 3))
-    scaled("estimator_window_s", lambda v: max(5.0, round(v / scale, 3)))
-    scaled("max_rate_per_h", lambda v: round(v * scale, 3))
-    scaled("readback_timeout_s", lambda v: 5.0)
-    scaled("window_s", lambda v: 1.0)  # the latest C3S result only (docs/demo.md)
+    """The demo config with its wall-clock loop timings divided by `scale` (see docs/demo.md):
+    each `key = number` line is compressed by the rule of the TOML table it lies in."""
+    out: list[str] = []
+    table = ""
+    for line in text.splitlines(keepends=True):
+        if (header := _TABLE.match(line)) is not None:
+            table = header[1]
+        elif (m := _NUMBER.match(line)) is not None and (table, m[2]) in _COMPRESSED:
+            value = _COMPRESSED[(table, m[2])](float(m[4]), scale)
+            out.append(f"{m[1]}{m[2]}{m[3]}{value!r}{line[m.end() :]}")
+            continue
+        out.append(line)
+    text = "".join(out)
     text = text.replace('\nmodel = "vrm-quality"\n', f'\nmodel = "vrm-quality"\n'
                         f"feature_window_s = {max(1.0, round(60.0 / scale, 3))!r}\n")  # fmt: skip
     text = text.replace('models_dir = "../models"', f'models_dir = "{MODELS}"')
@@ -80,6 +99,7 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     samples_buffered: int = 0
     writes_after_restart: int = 0
+    lab_unmatched: int = 0  # lab results no loop had a prediction for in their window
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,7 @@ class Stage:
         self.last_write: dict[str, dict[str, Any]] = {}  # by loop, over every agent run
         self._task: asyncio.Task[None] | None = None
         self._past = Tally()
+        self._lab: dict[str, LoopQualityReport] = {}
 
     @property
     def plant_s(self) -> float:
@@ -149,6 +170,7 @@ class Stage:
 
     async def stop_agent(self) -> None:
         """Ordered shutdown of the running App (control first: the heartbeat stops)."""
+        self.lab()  # the truth loop's last standing, while its store is open
         app, task, self.app, self._task = self.app, self._task, None, None
         if app is None or task is None:
             return
@@ -168,12 +190,26 @@ class Stage:
                 into.writes_after_restart += stats.writes["ok"]
         if app.builder is not None:
             into.samples_buffered += app.builder.samples
+        if app.control is not None and app.control.truth is not None:
+            into.lab_unmatched += app.control.truth.unmatched
+
+    def lab(self) -> list[LoopQualityReport]:
+        """The truth loop's report per loop (the running agent's, else the last agent's)."""
+        app = self.app
+        truth = None if app is None or app.control is None else app.control.truth
+        if app is not None and truth is not None:
+            self._lab = {st.name: truth.report(st.name) for st in app.loop_stats}
+        return list(self._lab.values())
+
+    def lab_units(self) -> dict[str, str]:
+        """Test -> unit of the configured lab tags."""
+        return {t.test: t.unit for t in load_config(self.config).settings.quality.tags}
 
     def tally(self) -> Tally:
         """Totals over every agent run so far, the running one included."""
         out = Tally(Counter(self._past.writes), Counter(self._past.refusals),
                     Counter(self._past.outcomes), self._past.samples_buffered,
-                    self._past.writes_after_restart)  # fmt: skip
+                    self._past.writes_after_restart, self._past.lab_unmatched)  # fmt: skip
         if self.app is not None:
             self._fold(self.app, out, restarted=self.runs > 1)
         return out

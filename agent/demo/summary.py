@@ -4,8 +4,10 @@ Owns: the loop-off counterfactual (a second Mill with the same seed and settings
 plant events at the same plant times, no agent, stepped headless over the same plant span)
 and the figures of the summary: CO2 per tonne of both runs (feed-weighted, from the hidden
 truth: clinker factor x 830 + kWh/t x 0.4), the share of time the true 28-day strength was
-at or above target, samples the agent buffered against samples the receiver stored, and
-writes made and refused by reason; their stable plain-text lines (`summary: ...`).
+at or above target, samples the agent buffered against samples the receiver stored,
+writes made and refused by reason, and the truth loop's standing at the end (lab results
+matched per loop, the model's bias against them beside its declared RMSE, step-downs: the
+agent's own reports, as its /status shows them); their stable plain-text lines (`summary: ...`).
 Must not: touch the running plant or the agent; draw anything beyond text lines.
 Invariants: the counterfactual draws the same random numbers as the main run (the mill's
 draws depend on the tick count only), so the difference between the runs is the agent.
@@ -14,12 +16,26 @@ draws depend on the tick count only), so the difference between the runs is the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from agent.control.audit_chain import ChainReport
 from agent.demo.mill import Mill
 from agent.demo.stage import S28_TARGET_MPA, Tally, TruthRow, co2_per_t
+from agent.quality.monitor import LoopQualityReport
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The truth loop at the end: its report per loop, results no window held, units."""
+
+    reports: Sequence[LoopQualityReport] = ()
+    unmatched: int = 0
+    units: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stepped_down(self) -> list[LoopQualityReport]:
+        return [r for r in self.reports if r.step_down is not None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,7 @@ class Figures:
     writes_after_restart: int
     audit: ChainReport
     reasons: Counter[str]
+    lab: Lab = Lab()
 
     @property
     def saving(self) -> float:
@@ -86,6 +103,8 @@ def figures(
     tally: Tally,
     received: int,
     audit: tuple[ChainReport, Counter[str]],
+    *,
+    lab: Lab = Lab(),
 ) -> Figures:
     """The summary's figures; `main` and `off` are sampled at the same plant times."""
     return Figures(
@@ -103,6 +122,7 @@ def figures(
         writes_after_restart=tally.writes_after_restart,
         audit=audit[0],
         reasons=audit[1],
+        lab=lab,
     )
 
 
@@ -122,7 +142,36 @@ def lines(f: Figures) -> list[str]:
         f"after_restart={f.writes_after_restart}",
         f"summary: refused {refused}",
         f"summary: audit chain_ok={str(f.audit.ok).lower()} records={f.audit.records}",
+        f"summary: lab unmatched={f.lab.unmatched} stepped_down={len(f.lab.stepped_down)}",
+        *(_lab_line(r) for r in f.lab.reports),
     ]
+
+
+def _lab_line(r: LoopQualityReport) -> str:
+    tests = " ".join(
+        f"{t.test}_n={t.n} {t.test}_bias={t.bias:.3g} {t.test}_declared_rmse="
+        + ("none" if t.declared_rmse is None else f"{t.declared_rmse:.3g}")
+        for t in r.tests
+        if t.n
+    )
+    return (f"summary: lab_{r.loop} matched={r.results_matched} "
+            f"step_down={'yes' if r.step_down else 'no'} {tests}").rstrip()  # fmt: skip
+
+
+def _lab_story(lab: Lab) -> str:
+    matched = ", ".join(f"{r.loop} {r.results_matched}" for r in lab.reports) or "no loop"
+    first = next((r for r in lab.reports if r.results_matched), None)
+    judged = "" if first is None else f"; {first.loop}'s model against them: " + ", ".join(
+        f"{t.test} bias {t.bias:+.3g} {lab.units.get(t.test, '')} over {t.n}".replace("  ", " ")
+        + ("" if t.declared_rmse is None else f" (declared RMSE {t.declared_rmse:.3g})")
+        for t in first.tests if t.n
+    )  # fmt: skip
+    down = "; ".join(f"{r.loop} STEPPED DOWN: {r.step_down.reason}" for r in lab.reports
+                     if r.step_down is not None) or "no loop stepped down"  # fmt: skip
+    return (
+        f"  Lab results matched to the loops' predictions (the truth loop): {matched}"
+        f"{judged}; {lab.unmatched} with no prediction in their window; {down}."
+    )
 
 
 def story(f: Figures) -> list[str]:
@@ -144,4 +193,5 @@ def story(f: Figures) -> list[str]:
         + "; ".join(f"{n} x {r}" for r, n in f.reasons.most_common(5)),
         f"  Audit log: {f.audit.records} hash-chained records, chain "
         + ("intact." if f.audit.ok else f"BROKEN: {f.audit.problem}"),
+        _lab_story(f.lab),
     ]

@@ -163,9 +163,9 @@ PROCESS_TAGS: tuple[TagSpec, ...] = (
         25.5,
         (15, 40),
         0.8,
-        DAY,
+        4 * HOUR,
         Role.Q,
-        "Daily composite 2-day strength, +48 h",
+        "4-hourly composite 2-day strength, +2 d + 2-6 h",
     ),
     _meas(
         "LabStrength28d",
@@ -173,9 +173,9 @@ PROCESS_TAGS: tuple[TagSpec, ...] = (
         51.0,
         (35, 65),
         1.2,
-        DAY,
+        4 * HOUR,
         Role.Q,
-        "Daily composite 28-day strength, +28 d",
+        "4-hourly composite 28-day strength, +28 d + 2-6 h",
     ),
 )
 
@@ -300,7 +300,25 @@ HMI_TAGS: tuple[TagSpec, ...] = (
 )  # fmt: skip
 """Advisory mode: the operator's screen (written by the agent, acknowledged by the operator)."""
 
-ALL_TAGS: tuple[TagSpec, ...] = PROCESS_TAGS + HANDSHAKE_TAGS + HMI_TAGS
+LAB_RESULT_TAGS: tuple[str, ...] = (
+    "LabBlaine", "LabResidue45", "LabClinkerC3S", "LabStrength2d", "LabStrength7d",
+    "LabStrength28d",
+)  # fmt: skip
+"""Tags the LIMS writes with one lab result each; each has a `<tag>SampleTime` companion."""
+_TS = (0.0, 4.3e9)
+LIMS_TAGS: tuple[TagSpec, ...] = (
+    _meas("LabStrength7d", "MPa", 39.8, (25, 55), 1.0, 4 * HOUR, Role.Q,
+          "4-hourly composite 7-day strength, +7 d + 2-6 h"),
+    *(
+        TagSpec(f"{name}SampleTime", "s", 0.0, _TS, _TS, 0.0, None, False, Role.Q,
+                Kind.DOUBLE, f"Sample time of {name}: unix seconds (UTC) of its window's end")
+        for name in LAB_RESULT_TAGS
+    ),
+)  # fmt: skip
+"""Issue 14: the 7-day strength and the LIMS's sample-time tags (plant-model 4.2), after the
+HMI tags so the older tags keep their order."""
+
+ALL_TAGS: tuple[TagSpec, ...] = PROCESS_TAGS + HANDSHAKE_TAGS + HMI_TAGS + LIMS_TAGS
 BY_NAME: dict[str, TagSpec] = {t.name: t for t in ALL_TAGS}
 
 NAMESPACE_URI = "urn:edge-agent:demo:cement-mill"

@@ -46,6 +46,7 @@ from agent.service.sdnotify import Notifier, keep_alive, status_line
 from agent.service.shutdown import serve
 from agent.service.state_dir import StateDirError, state_dir_lock
 from agent.service.supervisor import Supervisor
+from agent.sync.lab_feed import LabFeed
 from agent.sync.uploader import Uploader
 from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
@@ -163,9 +164,6 @@ class App:
                 on_progress=functools.partial(self._beat, "sync:upload"),
             )
             self.pipeline.add("sync:upload", self.uploader.run)
-        if s.api.enabled:
-            serve = functools.partial(serve_api, self, s.api)
-            self.pipeline.add("api:http", serve, critical=False)  # the agent runs on without it
         try:
             self.control = await open_control(
                 self.loaded, self.state_dir, latest=self.latest, drivers=self.drivers,
@@ -175,8 +173,21 @@ class App:
             await self.buffer.close()
             raise StateDirError(exc.problem) from None
         self.loop_stats.extend(loop.stats for loop in self.control.loops)
+        if s.api.enabled:  # after the control side: the API serves its truth loop and promotion
+            serve = functools.partial(serve_api, self, s.api, quality=self.control.truth,
+                                      promote=self.control.promote)  # fmt: skip
+            self.pipeline.add("api:http", serve, critical=False)  # the agent runs on without it
         for name, task in self.control.tasks():
             self.controller.add(name, task)
+        truth = self.control.truth
+        if truth is not None and s.quality.cloud and s.sync.enabled:
+            feed = LabFeed(
+                s.sync, s.agent.id, token=self.loaded.secrets.get("sync.token"),
+                base_dir=self.loaded.path.parent, store=truth.store, ingest=truth.ingest,
+                clock=self.clock, poll_interval_s=s.quality.cloud_poll_interval_s,
+                default_product=s.quality.default_product,
+            )  # fmt: skip
+            self.pipeline.add("sync:lab_feed", feed.run)
         remote = build_remote(self, self.control)
         if remote is not None:
             self.pipeline.add("sync:remote_support", remote[0].run)
@@ -265,6 +276,8 @@ class App:
             await self.buffer.close()
             if self.control is not None:
                 self.control.audit.close()
+                if self.control.truth is not None:
+                    await self.control.truth.close()
             if self._log_ring is not None:
                 self._log_ring.uninstall()
         except (StoreUnavailableError, StoreCorruptError) as exc:

@@ -36,7 +36,7 @@ def build_remote(app: StatusSource, control: Control) -> tuple[RemoteSupport, Lo
         token=app.loaded.secrets.get("sync.token"),
         clock=app.clock,
         base_dir=app.loaded.path.parent,
-        status_fn=lambda: build_status(app),
+        status_fn=lambda: build_status(app, quality=control.truth),
         audit=audit,
         models_dir=control.models.models_dir,
         public_key=control.public_key,

@@ -104,6 +104,9 @@ async def control_rig(
         config.set("agent.model_public_key_file", str(MODELS / "demo-signing-key.pub.pem"))
         config.set("sync.enabled", False)
         config.add("api.enabled", False)
+        for lab in config.get("quality.tags"):  # a plant window in the agent's wall seconds
+            key = f"quality.tags[test={lab['test']}].window_s"
+            config.set(key, lab["window_s"] / time_scale)
         defaults: dict[str, object] = {"cadence_s": 1.0, "readback_timeout_s": 5.0}
         loop_config(config, **{**defaults, **loop_values})
         edit(config)

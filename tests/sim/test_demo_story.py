@@ -86,6 +86,16 @@ def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> 
     assert refused.get("handshake", 0) >= 1, refused  # the PLC in local after the restart
     assert refused.get("min_interval", 0) >= 1, refused
     assert _summary(out, "audit")["chain_ok"] == "true"
+    # The truth loop: the lab's results (sample times published on the wall clock, windows
+    # compressed with the plant) meet the predictions of their windows; a plant without
+    # drift steps no loop down.
+    assert _summary(out, "lab")["stepped_down"] == "0"
+    for loop in ("separator", "limestone"):
+        lab = _summary(out, f"lab_{loop}")
+        assert int(lab["matched"]) >= 1 and lab["step_down"] == "no", lab
+        assert int(lab["blaine_n"]) >= 1, lab
+        assert abs(float(lab["blaine_bias"])) < 3 * float(lab["blaine_declared_rmse"]), lab
+    assert re.search(r"^  Lab results matched .*: separator [1-9]", out, re.M), out
 
     chart = re.search(r"^chart: (.+\.png)$", out, re.M)
     assert chart is not None, out

@@ -72,21 +72,18 @@ def test_clinker_spot_sample_every_two_hours_after_30_min() -> None:
     assert c3s.value == pytest.approx(60.0 - 1.33 * 1.5)
 
 
-def test_daily_strengths_with_compressed_delays() -> None:
-    mill = local_mill(scale=1440.0)  # 48 h -> 120 s, 28 d -> 28 min
-    rec = record(mill, DAY + 110.0, ("S2", "S28"))
-    assert mill.read("LabStrength2d").source_time == START
-    mill.step(1)
+def test_strength_composites_every_four_hours_with_compressed_delays() -> None:
+    mill = local_mill(scale=1440.0)  # 2 d + 2..6 h -> 125..135 s, 28 d + 2..6 h -> 28.1..28.25 min
+    rec = record(mill, 4 * HOUR + 140.0, ("S2", "S28"))
     s2 = mill.read("LabStrength2d")
-    assert s2.source_time == START + DAY
-    assert s2.value == pytest.approx(window_mean(rec, "S2", 0.0, DAY))
+    assert s2.source_time == START + 4 * HOUR  # the 4-hour composite, not a daily one
+    assert s2.value == pytest.approx(window_mean(rec, "S2", 0.0, 4 * HOUR))
+    assert mill.read("LabStrength2dSampleTime").value == START + 4 * HOUR
     assert mill.read("LabStrength28d").value == 51.0  # not yet
-    mill.step(round((28 * 60.0 - 120.0) / 10.0) - 1)
-    assert mill.read("LabStrength28d").source_time == START
-    mill.step(1)
+    mill.step(round((28.25 * 60.0 - 140.0) / 10.0) + 1)
     s28 = mill.read("LabStrength28d")
-    assert s28.source_time == START + DAY
-    assert s28.value == pytest.approx(window_mean(rec, "S28", 0.0, DAY))
+    assert s28.source_time == START + 4 * HOUR
+    assert s28.value == pytest.approx(window_mean(rec, "S28", 0.0, 4 * HOUR))
     assert isinstance(s28.value, float) and s28.value > 51.3  # finer product: faster separator
 
 

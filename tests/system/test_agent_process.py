@@ -193,6 +193,22 @@ def test_unusable_buffer_file_is_a_clear_error(tmp_path: Path) -> None:
     )
 
 
+def test_unusable_quality_db_is_a_clear_error_and_nothing_starts(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(CONFIG + '\n[quality.csv]\nfolder = "lims"\n')
+    (tmp_path / "state" / "quality.db").mkdir(parents=True)  # not a file: SQLite cannot open it
+    result = subprocess.run(
+        [*AGENT, "run", "--config", str(path)], capture_output=True, check=False, text=True,
+        timeout=WAIT_S, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"{tmp_path / 'state' / 'quality.db'}: agent.state_dir: expected a quality.db the agent "
+        "can open and write (it holds the loops' step-downs), found "
+    ), result.stderr
+
+
 def test_unreadable_sync_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("not a certificate\n")
     path = tmp_path / "agent.toml"

@@ -153,7 +153,11 @@ async def test_a_hostile_device_is_counted_and_shown_without_a_traceback(agent: 
     assert [line for line in lines if not line.startswith("{")] == []  # nothing but JSON
     assert not any("Traceback" in line or "Fatal error" in line for line in lines)
     assert [e for e in events if e["level"] in ("error", "critical")] == []
-    warned = Counter(e["event"] for e in events if e["level"] == "warning")
-    del warned["modbus_scans_skipped"]  # a scan late on a busy machine: not what is tested
+    # Not what is tested, and what a busy machine does: a scan late, a connect slower than the
+    # source's 0.2 s time-out (the supervisor retries it: once each, as the first of a streak).
+    slow = "ConnectionLostError: could not connect"
+    warned = Counter(e["event"] for e in events if e["level"] == "warning"
+                     and not (e["event"] == "task_failed" and e["error"].startswith(slow)))  # fmt: skip
+    del warned["modbus_scans_skipped"]
     assert warned == {"modbus_answer_garbled": 1, "modbus_read_refused": 1,
                       "modbus_unit_not_answered": 1}  # once each, repeats at DEBUG  # fmt: skip

@@ -81,7 +81,7 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         "unknown_section",
         add('\n[cloud]\nurl = "https://x"\n'),
         [
-            "{f}:46: cloud: expected one of the known keys: agent, api, loops, sources, sync, tags, found unknown key 'cloud'"
+            "{f}:46: cloud: expected one of the known keys: agent, api, loops, quality, sources, sync, tags, found unknown key 'cloud'"
         ],
     ),
     (
@@ -109,6 +109,54 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         sub('source = "packer"', 'source = "packr"'),
         [
             "{f}:32: tags[2].source: expected the name of a [[sources]] entry ('plc', 'packer'), found 'packr'"
+        ],
+    ),
+    (
+        "quality_tag_unknown",
+        add(
+            '\n[quality]\n[[quality.tags]]\ntest = "s2"\ntag = "LabS2"\nsample_time_tag = "Speed"\n'
+        ),
+        ["{f}:49: quality.tags[0].tag: expected the name of a [[tags]] entry, found 'LabS2'"],
+    ),
+    (
+        "quality_csv_timezone",
+        add('\n[quality.csv]\nfolder = "lims"\ntimezone = "Europe/Berln"\n'),
+        [
+            "{f}:48: quality.csv.timezone: expected an IANA time zone name such as 'Europe/Berlin' or 'UTC', found 'Europe/Berln'"
+        ],
+    ),
+    (
+        "quality_cloud_without_sync",
+        add("\n[quality]\ncloud = true\n"),
+        [
+            "{f}:47: quality.cloud: expected [sync] enabled with a url to pull lab results from, found cloud = true without it"
+        ],
+    ),
+    (
+        "baseline_confirm_tag_unknown",
+        sub("max_step = 20.0", 'max_step = 20.0\nbaseline_confirm_tag = "Confirm"'),
+        [
+            "{f}:45: loops[0].baseline_confirm_tag: expected the name of a [[tags]] entry, found 'Confirm'"
+        ],
+    ),
+    (
+        "quality_windows_that_never_judge",
+        sub(
+            "max_step = 20.0",
+            "max_step = 20.0\n[loops.quality]\nresults = 10\nrmse_min_results = 20\n"
+            'correction_results = 3\nstep_down_tests = ["s7"]',
+        ),
+        [
+            "{f}:47: loops[0].quality.rmse_min_results: expected at most results (10): the RMSE is judged over the last results, found 20",
+            "{f}:48: loops[0].quality.correction_results: expected at least min_results (5), or no offset is ever estimated, found 3",
+            "{f}:49: loops[0].quality.step_down_tests: expected tests the loop monitors (['blaine', 'residue45', 's2', 's28']), found ['s7'] not in tests",
+        ],
+    ),
+    (
+        "quality_modbus_tag_without_sample_time",
+        add('\n[quality]\n[[quality.tags]]\ntest = "s2"\ntag = "Weight"\n'),
+        [
+            "{f}:47: quality.tags[0].sample_time_tag: expected the tag holding the sample time: a Modbus value has no source time of its own (each poll would be a new result), found none"
         ],
     ),
     (

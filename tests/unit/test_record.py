@@ -123,7 +123,7 @@ def test_a_carried_baseline_belongs_to_the_grant_its_record_saw() -> None:
     body["handshake"] = {"remote": {"value": True, "status": 0, "source_time": T - 60},
                          "echo": None, "sent": 3}  # fmt: skip
     state = carried(body)
-    assert state == Carried(None, 950.0, T - 60)
+    assert state == Carried(None, 950.0, T - 60, T - 60)  # confirmed at the grant (no field)
     # RemoteActive publishes on change: the same sample is the same grant; a newer one is
     # the operator granting remote again (maybe after moving the setpoint by hand).
     assert same_grant(state.granted_at, T - 60) and same_grant(state.granted_at, T - 61)
@@ -165,5 +165,5 @@ def test_a_record_of_the_previous_version_is_read_by_its_text(
     state = carried(body)
     assert state.safety_stop == SafetyStop(code, body["reason"], body["decided_at"])
     assert state.baseline == baseline
-    assert carried({**OLD_STOP, "reason": "guard: deadband"}) == Carried(None, 11.5, T)
+    assert carried({**OLD_STOP, "reason": "guard: deadband"}) == Carried(None, 11.5, T, T)
     assert carried({**OLD_STOP, "handshake": None, "reason": "x"}) == Carried()  # not writing

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "check": "check",
     "run": "run",
     "status": "status",
+    "quality": "quality",
     "audit": "audit",
     "keygen": "keygen",
     "model": "model",
