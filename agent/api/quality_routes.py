@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 
 from agent.api.quality_status import Promote, QualityView, effective_mode, step_down_entry
 from agent.api.status import StatusSource
-from agent.domain.errors import RejectedError
+from agent.domain.errors import RejectedError, RetryableError
 
 __all__ = ["MAX_OPERATOR", "MAX_REASON", "add_quality_routes"]
 
@@ -77,7 +77,11 @@ def add_quality_routes(
         try:
             view = checked(loop)
             body = await _body(request, "operator", "reason")
-            cleared = await view.restore(loop, operator=body["operator"], reason=body["reason"])
+            try:
+                cleared = await view.restore(loop, operator=body["operator"],
+                                             reason=body["reason"])  # fmt: skip
+            except RetryableError as exc:  # quality.db: the step-down stays, try again
+                raise _RefusedError(503, f"not restored, the step-down stays: {exc}") from None
             if cleared is None:
                 raise _RefusedError(409, f"loop {loop} is not stepped down: nothing to restore")
         except _RefusedError as exc:

@@ -204,6 +204,11 @@ class ModelManager:
             if (problem := versions.problem(version)) is not None:
                 raise ModelRejectedError(str(path), f"folder name: {problem}")
             session = await self._load(model, version, path)
+            names = [i.name for i in session.manifest.inputs]
+            wanted = [i.name for i in model.active.manifest.inputs] if model.active else names
+            if names != wanted:
+                why = f"runs on the active version's features: inputs {wanted} in this order"
+                raise ModelRejectedError(str(path), f"the challenger {why}, not {names}")
         except ModelRejectedError as exc:
             await self._refuse(model, version, mtime, str(exc), challenger=True)
             return

@@ -18,8 +18,8 @@ Invariants:
   content is read again whole (its unchanged rows come back as duplicates, changed values as
   corrections), and one only touched (same bytes) is not.
 - `remember_file` is called only after `ingest` returned: a crash in between reads the file
-  again at the next start, and the store recognises its results as duplicates (exactly-once
-  effect).
+  again at the next start, and the store recognises its results as duplicates (stored once;
+  one left pending is joined and forwarded then: agent.quality.truth).
 - Counts of a file: rows = new + duplicates + corrections + problems, where a row replaced by
   a later row of the same file counts as a correction (another value) or a duplicate (the same
   value), and the later row as what the store made of it. A file refused whole (its header, its

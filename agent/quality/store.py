@@ -56,6 +56,7 @@ class Put:
     outcome: Ingested
     result: LabResult
     previous: float | None = None
+    pending: bool = False  # stored before, but its join and forwarding were never finished
 
 
 @dataclass(frozen=True)
@@ -122,19 +123,29 @@ class QualityStore:
                 "SELECT * FROM results WHERE sample_id = ? AND test = ?",
                 (result.sample_id, result.test),
             ).fetchone()
+            key = (result.sample_id, result.test)
             if row is None:
                 db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?)", result_row(result))
+                db.execute("INSERT OR IGNORE INTO pending VALUES (?,?)", key)
                 return Put(Ingested.NEW, result)
             stored = result_of(row)
             if same_value(stored.value, result.value):
-                return Put(Ingested.DUPLICATE, stored)
+                left = db.execute("SELECT 1 FROM pending WHERE sample_id = ? AND test = ?", key)
+                return Put(Ingested.DUPLICATE, stored, pending=left.fetchone() is not None)
             new = dataclasses.replace(result, revision=max(stored.revision + 1, result.revision))
             db.execute(
                 "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)", result_row(new)
             )
+            db.execute("INSERT OR IGNORE INTO pending VALUES (?,?)", key)
             return Put(Ingested.CORRECTION, new, stored.value)
 
         return await self._run(lambda: self._tx(body))
+
+    async def settle(self, keys: Sequence[tuple[str, str]]) -> None:
+        """The join and forwarding of these results (sample_id, test) are done."""
+        if keys:
+            await self._run(lambda: self._tx(lambda db: db.executemany(
+                "DELETE FROM pending WHERE sample_id = ? AND test = ?", keys)))  # fmt: skip
 
     async def result(self, sample_id: str, test: str) -> LabResult | None:
         rows = await self._run(
@@ -201,6 +212,12 @@ class QualityStore:
             db.executemany("INSERT INTO residuals VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
         await self._run(lambda: self._tx(body))
+
+    async def residuals_of(self, sample_id: str, test: str) -> list[Residual]:
+        """The stored residuals of one result (every loop, model version and role)."""
+        query = "SELECT * FROM residuals WHERE sample_id = ? AND test = ?"
+        rows = await self._run(lambda: self._all(query, (sample_id, test)))
+        return [residual_of(r) for r in rows]
 
     async def residuals(self, loop: str) -> list[Residual]:
         """Every stored residual of the loop, by sample time."""

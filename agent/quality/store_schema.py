@@ -49,6 +49,10 @@ _SCHEMA = (
     "value REAL NOT NULL, unit TEXT NOT NULL, entry_time REAL NOT NULL, source TEXT NOT NULL, "
     "revision INTEGER NOT NULL, PRIMARY KEY (sample_id, test))",
     "CREATE INDEX IF NOT EXISTS results_time ON results(sample_time)",
+    # Results stored whose join and forwarding are not done yet (a crash between the two): an
+    # ingest that finds one again as a duplicate finishes them.
+    "CREATE TABLE IF NOT EXISTS pending (sample_id TEXT NOT NULL, test TEXT NOT NULL, "
+    "PRIMARY KEY (sample_id, test))",
     "CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, loop TEXT NOT NULL, "
     "model TEXT NOT NULL, version TEXT NOT NULL, role TEXT NOT NULL, product TEXT NOT NULL, "
     "time REAL NOT NULL, raw TEXT NOT NULL, corrected TEXT NOT NULL)",

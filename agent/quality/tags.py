@@ -14,8 +14,11 @@ bool), a sample time a finite number (unix s, OPC UA DateTime arrives as one).
   sample-time sample's source time (the two update together, in either order); when none has
   arrived and the sample-time sample was received more than `PAIR_S` ago (agent time), the
   value did not change (OPC UA does not notify an unchanged value): the latest value is used.
-  Until then it waits. A value rewritten under the same sample time is ignored here
-  (corrections come by CSV or the cloud): it is never mistaken for the next sample.
+  Until then it waits. A value that changes under the same sample time (the LIMS rewrote it,
+  or it arrived more than `PAIR_S` late, after the latest value was taken) is a correction of
+  that result (same sample id, the new value), once `PAIR_S` passed without a new sample
+  time: a value written just before its own sample time is never mistaken for a correction
+  of the previous sample.
 - The sample id is the newest sample-id sample within `PAIR_S` of the result's sample (after
   `PAIR_S` of waiting: the latest one) when `sample_id_tag` is set, else f"{tag}@{time:.0f}".
 - One result per sample time: a result is made only when its sample time is newer than the
@@ -65,6 +68,9 @@ class _State:
     times: deque[Seen] = field(default_factory=lambda: deque(maxlen=_KEPT))
     ids: deque[Seen] = field(default_factory=lambda: deque(maxlen=_KEPT))
     last: float | None = None  # sample time of the last result
+    last_id: str = ""  # and its sample id, value and the value sample's source time
+    last_value: float | None = None
+    last_value_at: float = -math.inf
 
 
 class LabTags:
@@ -107,7 +113,7 @@ class LabTags:
             return self._resolve_untimed(state, now)
         fresh = [s for s in state.times if (_number(s[0]) or 0.0) > (state.last or -math.inf)]
         if not fresh:
-            return []
+            return self._rewritten(state, now)
         time_seen = fresh[-1]
         sample_time = _number(time_seen[0])
         assert sample_time is not None
@@ -118,6 +124,18 @@ class LabTags:
         if value_seen is None:
             return []
         return self._result(state, value_seen, sample_time, time_seen[0].source_time, waited)
+
+    def _rewritten(self, state: _State, now: float) -> list[LabResult]:
+        """A value changed under the last result's sample time, PAIR_S ago: its correction."""
+        if state.last is None or not state.values:
+            return []
+        seen = state.values[-1]
+        value = _number(seen[0])
+        if (seen[0].source_time <= state.last_value_at or now - seen[1] <= PAIR_S
+                or value is None or value == state.last_value):  # fmt: skip
+            return []
+        state.last_value, state.last_value_at = value, seen[0].source_time
+        return [self._make(state, seen[0], state.last_id, state.last, value)]
 
     def _resolve_untimed(self, state: _State, now: float) -> list[LabResult]:
         out: list[LabResult] = []
@@ -144,18 +162,23 @@ class LabTags:
             sample_id = str(id_seen[0].value)
         value = _number(sample)
         assert value is not None
-        state.last = sample_time
+        state.last, state.last_id = sample_time, sample_id
+        state.last_value, state.last_value_at = value, sample.source_time
+        return [self._make(state, sample, sample_id, sample_time, value)]
+
+    @staticmethod
+    def _make(state: _State, sample: Sample, sample_id: str, sample_time: float,
+              value: float) -> LabResult:  # fmt: skip
+        spec = state.spec
         entry = sample.server_time if sample.server_time is not None else sample.source_time
-        return [
-            LabResult(
-                sample_id=sample_id,
-                sample_time=sample_time,
-                window_s=spec.window_s,
-                product=state.product,
-                test=spec.test,
-                value=value,
-                unit=spec.unit,
-                entry_time=entry,
-                source=f"tag:{spec.tag}",
-            )
-        ]
+        return LabResult(
+            sample_id=sample_id,
+            sample_time=sample_time,
+            window_s=spec.window_s,
+            product=state.product,
+            test=spec.test,
+            value=value,
+            unit=spec.unit,
+            entry_time=entry,
+            source=f"tag:{spec.tag}",
+        )

@@ -12,12 +12,18 @@ Invariants: everything it knows is in quality.db, so `open` rebuilds the same st
 keeps step-downs and offsets); a result of a test a loop monitors (`quality.tests`) joins the
 loop's predictions of the result's product whose time is in its window, per (model, version,
 role) (agent.quality.monitor.join); a correction rewrites the result's residuals whole; a
-duplicate changes nothing and is not forwarded; new and corrected results go to `events`.
+duplicate changes nothing and is not forwarded; new and corrected results go to `events`. A
+result stays `pending` in quality.db from its storing until its join, judgement and forwarding
+are done: delivered again after a crash or a failure in between (the CSV file read again, the
+cloud page fetched again, the tag queue retried), it is finished then, so a stored result is
+always joined and forwarded at least once (the event carries sample id, test and revision:
+a receiver keeps one per key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,12 +134,14 @@ class TruthLoop:
         outcomes: list[Ingested] = []
         forward: list[Mapping[str, Any]] = []
         touched: set[SeriesKey] = set()
+        done: list[tuple[str, str]] = []
         for result in results:
             put = await self.store.put_result(result)
             outcomes.append(put.outcome)
-            if put.outcome is Ingested.DUPLICATE:
+            if put.outcome is Ingested.DUPLICATE and not put.pending:
                 continue
             stored = put.result
+            done.append((stored.sample_id, stored.test))
             forward.append(stored.as_event())
             if put.outcome is Ingested.CORRECTION:
                 body = {"sample_id": stored.sample_id, "test": stored.test,
@@ -144,6 +152,7 @@ class TruthLoop:
         await self._standing.emit(forward)
         for name in sorted({key.loop for key in touched}):
             await self._standing.refresh(name, {k.test for k in touched if k.loop == name})
+        await self.store.settle(done)
         return outcomes
 
     async def _join(self, result: LabResult) -> set[SeriesKey]:
@@ -157,6 +166,11 @@ class TruthLoop:
             for p in await self.store.predictions(name, result.window_start, result.sample_time):
                 groups.setdefault((p.model, p.version, p.role), []).append(p)
             found += [r for g in groups.values() if (r := join(result, g)) is not None]
+        if monitored and not found:
+            # A correction of a result whose predictions were pruned meanwhile (a 28-day result
+            # corrected a week later): its residuals keep their predictions, with the new value.
+            kept = await self.store.residuals_of(result.sample_id, result.test)
+            found = [dataclasses.replace(r, value=result.value) for r in kept]
         if monitored and not found:
             self.unmatched += 1
         await self.store.replace_residuals(result.sample_id, result.test, found)

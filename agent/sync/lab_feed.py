@@ -11,8 +11,8 @@ anything to the cloud, or put the token anywhere but the client's ``Authorizatio
 
 Invariants:
 - The cursor is persisted only after ``ingest`` returned: a crash in between fetches the batch
-  again after the restart, and the store recognises its results as duplicates (exactly-once
-  effect). The cursor never goes back.
+  again after the restart, and the store recognises its results as duplicates (stored once;
+  one left pending is joined and forwarded then: agent.quality.truth). The cursor never goes back.
 - The same sample id and test twice in one page: the later one wins (the earlier is counted
   "superseded"), so a page fetched again after a crash is all duplicates. Results are
   ingested in cursor order.

@@ -43,12 +43,17 @@ class Rig:
         self.promoted = root / "state" / "promoted.json"
         self.audit: list[tuple[str, dict[str, Any]]] = []
 
-    def put(self, version: str, *, log: bool = False, key: Path | None = None) -> Path:
+    def put(self, version: str, *, log: bool = False, key: Path | None = None,
+            reorder: bool = False) -> Path:  # fmt: skip
         """A package of the linear model (or its log: NaN for negative inputs) as `version`,
-        signed with `key` (default: the rig's), appearing complete in one rename."""
+        signed with `key` (default: the rig's), appearing complete in one rename; `reorder`:
+        its first two inputs swapped (a package of other features in the same count)."""
         staging = write_package(self.root / f"staging-{version}", linear_model(log=log))
         manifest = json.loads((staging / "manifest.json").read_text())
         manifest["version"] = version
+        if reorder:
+            inputs = manifest["inputs"]
+            inputs[0], inputs[1] = inputs[1], inputs[0]
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         sign_package(staging, key or self.key)
         return staging.rename(self.models / NAME / version)
@@ -280,3 +285,16 @@ async def test_a_malformed_promotion_file_is_ignored_with_a_warning(rig: Rig, co
     assert version_of(manager) == ("1.0.0", "1.1.0")
     await manager.promote(NAME, "1.1.0", operator="anna", reason="better s28")
     assert json.loads(rig.promoted.read_text())[NAME]["version"] == "1.1.0"
+
+
+async def test_a_challenger_of_other_inputs_is_refused(rig: Rig) -> None:
+    """It would run on the active version's feature vector: other inputs (here the same count
+    in another order) would be scored on nonsense without any error."""
+    rig.put("1.0.0")
+    rig.put("1.1.0", reorder=True)
+    manager = rig.manager(pin="1.0.0", challenger="1.1.0")
+    await manager.scan()
+    assert version_of(manager) == ("1.0.0", None)
+    (refused,) = rig.kinds("model_refused")
+    assert (refused["role"], refused["version"]) == ("challenger", "1.1.0")
+    assert "runs on the active version's features: inputs ['f0', 'f1'" in refused["reason"]

@@ -8,6 +8,7 @@ keeping it all, and the tag path through observe() with real Samples (issue 14; 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from agent.config.quality_settings import LabTag, LoopQuality, ProductQuality, QualitySection
 from agent.config.settings import Loop
 from agent.domain.clock import FakeClock
+from agent.domain.errors import RetryableError
 from agent.domain.samples import BAD, Sample
 from agent.quality.results import Ingested, LabResult, Prediction
 from agent.quality.tags import PAIR_S
@@ -322,6 +324,51 @@ async def test_the_tag_path_pairs_values_with_sample_times(tmp_path: Path) -> No
         await truth.close()
 
 
+async def test_a_value_late_or_rewritten_under_its_sample_time_corrects_that_result(
+    tmp_path: Path,
+) -> None:
+    tags = [LabTag(test="s2", tag="Lab.S2", sample_time_tag="Lab.S2.Time", window_s=14400.0)]
+    settings = SETTINGS.model_copy(update={"tags": tags})
+    clock, sinks = FakeClock(now=T0), Sinks()
+    truth = await open_truth(tmp_path, [loop("sep")], sinks, clock, settings)
+    store, first = truth.store, f"Lab.S2@{T0 - 7200.0:.0f}"
+    try:
+        async with running(truth.run):
+            truth.observe([Sample("Lab.S2", T0 + 1.0, 28.7),
+                           Sample("Lab.S2.Time", T0 + 1.0, T0 - 7200.0)])  # fmt: skip
+            await eventually(lambda: store.result(first, "s2"), "the first result")
+            # the next sample time arrives, its value does not come within PAIR_S: the latest
+            # value (28.7) is taken for it ...
+            second = f"Lab.S2@{T0 - 3600.0:.0f}"
+            truth.observe([Sample("Lab.S2.Time", T0 + 100.0, T0 - 3600.0)])
+            await clock.advance(2 * PAIR_S)
+            got = await eventually(lambda: store.result(second, "s2"), "the unchanged value")
+            assert got.value == 28.7
+            # ... and the real value arriving late corrects it, once PAIR_S passed without a
+            # new sample time (it was not the value of a next sample)
+            truth.observe([Sample("Lab.S2", T0 + 120.0, 27.9)])
+            await clock.advance(0.0)
+            assert (await store.result(second, "s2")).value == 28.7  # type: ignore[union-attr]
+            await clock.advance(2 * PAIR_S)
+
+            async def corrected() -> bool:
+                found = await store.result(second, "s2")
+                return found is not None and found.value == 27.9 and found.revision == 1
+
+            await eventually(corrected, "the late value as a correction of its sample")
+            # a value written just before its own sample time is the next sample, not a fix
+            truth.observe([Sample("Lab.S2", T0 + 300.0, 30.1)])
+            await clock.advance(PAIR_S - 1.0)  # the pairing timer runs meanwhile
+            truth.observe([Sample("Lab.S2.Time", T0 + 302.0, T0)])
+            await clock.advance(2 * PAIR_S)
+            third = await eventually(lambda: store.result(f"Lab.S2@{T0:.0f}", "s2"), "the third")
+            assert third.value == 30.1
+        assert (await store.result(second, "s2")).value == 27.9  # type: ignore[union-attr]
+        assert [b["sample_id"] for b in sinks.kinds("lab_result_corrected")] == [second]
+    finally:
+        await truth.close()
+
+
 async def test_run_prunes_every_hour_and_counts_it(tmp_path: Path) -> None:
     clock, sinks = FakeClock(now=T0), Sinks()
     settings = SETTINGS.model_copy(update={"prediction_retention_days": 30.0})
@@ -336,5 +383,61 @@ async def test_run_prunes_every_hour_and_counts_it(tmp_path: Path) -> None:
             await clock.advance(1.0)
             await until(lambda: truth.pruned_predictions == 2, "the hourly pruning")
         assert truth.report("sep").predictions_kept == 1
+    finally:
+        await truth.close()
+
+
+async def test_a_result_stored_but_not_forwarded_is_finished_when_delivered_again(
+    tmp_path: Path,
+) -> None:
+    """The cloud's buffer refuses the events once (a full disk): the ingest fails after the
+    results were stored. Delivered again (the CSV file is read again at the next poll), the
+    results are duplicates, and yet joined and forwarded then; a third delivery changes nothing."""
+    clock, sinks = FakeClock(now=T0), Sinks()
+    refusing = [True]
+
+    async def events(batch: Sequence[Mapping[str, Any]]) -> int:
+        if refusing[0]:
+            refusing[0] = False
+            raise RetryableError("buffer: the disk is full")
+        return await sinks.event(batch)
+
+    truth = await TruthLoop.open(tmp_path / "quality.db", SETTINGS, [loop("sep")], clock=clock,
+                                 declared=declared, audit=sinks.audit, events=events)  # fmt: skip
+    try:
+        await predict(truth, "sep", 8)
+        batch = [s2_result(i, 29.0) for i in range(3)]
+        with pytest.raises(RetryableError):
+            await truth.ingest(batch)
+        assert await truth.store.result_count() == 3 and sinks.events == []
+        assert await truth.ingest(batch) == [Ingested.DUPLICATE] * 3
+        assert [e["sample_id"] for e in sinks.events] == ["S0", "S1", "S2"]
+        assert truth.report("sep").results_matched == 3
+        assert await truth.ingest(batch) == [Ingested.DUPLICATE] * 3
+        assert len(sinks.events) == 3  # settled: not forwarded again
+    finally:
+        await truth.close()
+
+
+async def test_a_correction_after_its_predictions_were_pruned_keeps_its_residual(
+    tmp_path: Path,
+) -> None:
+    clock, sinks = FakeClock(now=T0), Sinks()
+    settings = SETTINGS.model_copy(update={"prediction_retention_days": 30.0})
+    truth = await open_truth(tmp_path, [loop("sep")], sinks, clock, settings)
+    try:
+        await predict(truth, "sep", 8)  # s2 predicted 30.0
+        await truth.ingest([s2_result(0, 29.0)])
+        (before,) = [r for r in await truth.store.residuals("sep") if r.sample_id == "S0"]
+        assert before.residual == pytest.approx(-1.0)
+        await clock.advance(31 * 86400.0)  # the predictions are pruned a month later
+        await truth.prune()
+        assert truth.report("sep").predictions_kept == 0
+        corrected = dataclasses.replace(s2_result(0, 28.0), entry_time=clock.now())
+        assert await truth.ingest([corrected]) == [Ingested.CORRECTION]
+        (after,) = [r for r in await truth.store.residuals("sep") if r.sample_id == "S0"]
+        assert (after.value, after.raw, after.predictions) == (28.0, before.raw, before.predictions)
+        assert after.residual == pytest.approx(-2.0)
+        assert truth.unmatched == 0
     finally:
         await truth.close()

@@ -55,7 +55,7 @@ from tests.support.config import ConfigDoc
 from tests.support.sim_clock import TaskClock, quiet
 from tests.support.sim_plant import EVENT_TAGS, MillDriver, SimPlant
 
-__all__ = ["DAY", "LAB_TESTS", "TruthRig", "rig_config", "truth_rig"]
+__all__ = ["DAY", "LAB_TESTS", "TruthRig", "figures", "lost_nothing", "rig_config", "truth_rig"]
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -255,3 +255,19 @@ async def truth_rig(
             await running
         await truth.close()
         audit.close()
+
+
+def figures(rig: TruthRig, label: str) -> None:
+    report = rig.truth.report(rig.rules.name)
+    print(f"\n[{label}] t={(rig.mill.time - rig.mill.time % 1) :.0f} offsets={dict(report.offsets)}"  # noqa: T201
+          f" step_down={report.step_down}")  # fmt: skip
+    for h in report.tests:
+        print(f"  {h.test}: n={h.n} bias={h.bias:.3f} raw_bias={h.raw_bias:.3f} rmse={h.rmse:.3f}"  # noqa: T201
+              f" raw_rmse={h.raw_rmse:.3f} declared={h.declared_rmse} degraded={h.degraded}")  # fmt: skip
+
+
+async def lost_nothing(rig: TruthRig) -> None:
+    """Every lab result the mill entered of a judged test reached quality.db by the tags, and
+    so did what each tag held at the start (the mill's nominal value, sample time = start)."""
+    entered = [r for r in rig.mill.lab_results() if r.test in LAB_TESTS]
+    assert await rig.truth.store.result_count() == len(entered) + len(LAB_TESTS)
