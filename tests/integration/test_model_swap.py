@@ -4,9 +4,6 @@ while the loops keep running on the previous version and never write from a bad 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,29 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from agent.control.audit import verify_file
-from agent.packages.keys import generate_keypair, sign_package
+from agent.packages.keys import generate_keypair
 from tests.integration.control_rig import MODELS, control_rig, wait_for
 from tests.support.config import ConfigDoc
+from tests.support.signed_models import signed_version
 
 pytestmark = pytest.mark.timeout(480)  # a hang guard: the waits (control_rig.BUSY) fail first
 DEMO = MODELS / "vrm-quality" / "1.0.0"
-
-
-def _package(root: Path, version: str, key: Path, model: bytes | None = None) -> Path:
-    """A copy of the demo package as `version` (optionally another graph), signed with `key`."""
-    folder = root / "vrm-quality" / version
-    staging = root / f".staging-{version}"
-    shutil.copytree(DEMO, staging)
-    manifest = json.loads((staging / "manifest.json").read_text())
-    manifest["version"] = version
-    if model is not None:
-        (staging / "model.onnx").write_bytes(model)
-    data = (staging / "model.onnx").read_bytes()
-    manifest["model"]["sha256"] = hashlib.sha256(data).hexdigest()
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    sign_package(staging, key)
-    staging.rename(folder)  # appears complete, as a delivery does
-    return folder
 
 
 def _nan_when_c3s_low(threshold: float) -> bytes:
@@ -74,7 +55,7 @@ async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(
     (models / "vrm-quality").mkdir(parents=True)
     key, pub = tmp_path / "signing.pem", tmp_path / "signing.pub.pem"
     generate_keypair(key, pub)
-    _package(models, "1.0.0", key)
+    signed_version(models, "1.0.0", key)
 
     def own_models(config: ConfigDoc) -> None:
         config.set("agent.models_dir", str(models))
@@ -86,7 +67,7 @@ async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(
         await wait_for(lambda: rig.loop("limestone").stats.writes["ok"] >= 1, 40, "a write")
 
         # 1. Tampered: the model bytes no longer match the signed manifest's sha256.
-        tampered = _package(models, "1.1.0", key)
+        tampered = signed_version(models, "1.1.0", key)
         with (tampered / "model.onnx").open("ab") as f:
             f.write(b"\0")
         await control.models.scan()
@@ -96,7 +77,7 @@ async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(
         assert "sha256 mismatch" in refused[-1]["reason"]
 
         # 2. Loads fine (finite at its warm-up point), then outputs NaN on live inputs.
-        _package(models, "1.2.0", key, _nan_when_c3s_low(60.2))
+        signed_version(models, "1.2.0", key, _nan_when_c3s_low(60.2))
         seen = len(rig.records("cycle"))
         await control.models.scan()
         assert control.models.active == {"vrm-quality": "1.2.0"}
@@ -119,7 +100,7 @@ async def test_versions_swap_without_restart_and_bad_ones_never_drive_a_write(
         assert control.models.active == {"vrm-quality": "1.0.0"}
 
         # 3. A good new version is activated without a restart and used by the next cycles.
-        _package(models, "1.3.0", key)
+        signed_version(models, "1.3.0", key)
         await control.models.scan()
         assert control.models.active == {"vrm-quality": "1.3.0"}
         await wait_for(lambda: any(r.get("model", {}).get("version") == "1.3.0"

@@ -212,13 +212,20 @@ async def test_a_corrected_result_is_audited_forwarded_and_rejudged(tmp_path: Pa
         await truth.close()
 
 
+async def scored_challenger(path: Path, sinks: Sinks, clock: FakeClock) -> TruthLoop:
+    """Loop "sep" with challenger 1.1.0, both predicting 8 h (s2 28.7 and 33.0), and six s2
+    results of 28.69 judged: the active model sound, the challenger off by 4.3."""
+    truth = await open_truth(path, [loop("sep", challenger_version="1.1.0")], sinks, clock)
+    await predict(truth, "sep", 8, s2=28.7)
+    await predict(truth, "sep", 8, s2=33.0, role="challenger", version="1.1.0")
+    await truth.ingest([s2_result(i, 28.69) for i in range(6)])
+    return truth
+
+
 async def test_a_degraded_challenger_never_steps_anything(tmp_path: Path) -> None:
     clock, sinks = FakeClock(now=T0), Sinks()
-    truth = await open_truth(tmp_path, [loop("sep", challenger_version="1.1.0")], sinks, clock)
+    truth = await scored_challenger(tmp_path, sinks, clock)
     try:
-        await predict(truth, "sep", 8, s2=28.7)
-        await predict(truth, "sep", 8, s2=33.0, role="challenger", version="1.1.0")
-        await truth.ingest([s2_result(i, 28.69) for i in range(6)])
         report = truth.report("sep")
         (active,) = [h for h in report.tests if h.test == "s2"]
         (challenger,) = [h for h in report.challenger if h.test == "s2"]
@@ -232,11 +239,8 @@ async def test_a_degraded_challenger_never_steps_anything(tmp_path: Path) -> Non
 
 async def test_a_promoted_challenger_is_no_longer_shown_as_one(tmp_path: Path) -> None:
     clock, sinks = FakeClock(now=T0), Sinks()
-    truth = await open_truth(tmp_path, [loop("sep", challenger_version="1.1.0")], sinks, clock)
+    truth = await scored_challenger(tmp_path, sinks, clock)
     try:
-        await predict(truth, "sep", 8, s2=28.7)
-        await predict(truth, "sep", 8, s2=33.0, role="challenger", version="1.1.0")
-        await truth.ingest([s2_result(i, 28.69) for i in range(6)])
         assert [h.version for h in truth.report("sep").challenger if h.test == "s2"] == ["1.1.0"]
         # promoted: the loop now predicts with 1.1.0 as its active version
         await truth.record(Prediction("sep", "vrm", "1.1.0", "active", "P", T0 + 600.0,
