@@ -10,10 +10,45 @@ Must not: run at agent run time (training dependencies are the `train` dependenc
 Invariants: deterministic for a seed; the validation errors it prints are measured on the
 held-out period only.
 
-Retraining is one command (after `.tools/bin/uv sync --extra demo --group train`):
-    .venv/bin/python models/train_demo.py models/vrm-quality/1.0.0 [--days 90] [--seed 0]
-It writes model.onnx, manifest.json (docs/model-package.md) and training.json; then
-`edge-agent model sign models/vrm-quality/1.0.0 --key KEY` signs it.
+Products (plant-model 4.1, agent.demo.products): `--product ID` trains on a backfill of that
+product (the mill grinds it from its recipe on; by default the excitation plan steps the
+separator +-50 rpm in recipe +-100 rpm and the limestone +-1 %-point a day in nominal +-2 %).
+`--limestone-band LOW HIGH` and `--separator-band LOW HIGH` replace those bands, and
+`--limestone-moves draw` draws a fresh limestone level in the band once a day instead of the
++-1 walk (a walk takes months to cross a wide band, and the time-ordered split would then
+validate on levels never trained on). `--name` names the package (default: PACKAGES[ID]).
+The manifest's name is the package name; the model's training range of limestone_share (its
+inputs' min/max) is what the agent's out-of-distribution check holds it to, so a product's
+package covers where the plant's operators grind it (the operator baseline's recipe point and
+its corrections, agent.demo.evaluate.operator, inside the product's window):
+    vrm-quality        product 2, limestone 10-14 %, separator 850-1050 rpm (the default
+                       invocation: the model from before products)
+    vrm-quality-cem1   product 1 (CEM I 42.5 R), limestone 0-5 %, separator 880-1080 rpm
+    vrm-quality-cem2a  product 2 (CEM II/A-LL 42.5 R), limestone 8-20 %, separator 850-1100 rpm
+                       (the operators' recipe for the 48 MPa mean is ~16.9 %)
+    vrm-quality-cem2b  product 3 (CEM II/B-LL 32.5 R), limestone 21-35 %, separator
+                       820-1070 rpm
+
+Retraining is one command per package (training dependencies: a private environment, e.g.
+`UV_PROJECT_ENVIRONMENT=$(mktemp -d)/venv .tools/bin/uv sync --locked --extra demo --group
+train`, and its python instead of .venv's):
+    python models/train_demo.py models/vrm-quality/1.0.0 [--days 90] [--seed 0]
+    python models/train_demo.py models/vrm-quality-cem1/1.0.0 --product 1 \
+        --limestone-band 0 5 --limestone-moves draw
+    python models/train_demo.py models/vrm-quality-cem2a/1.0.0 --product 2 \
+        --name vrm-quality-cem2a --limestone-band 8 20 --separator-band 850 1100 \
+        --limestone-moves draw
+    python models/train_demo.py models/vrm-quality-cem2b/1.0.0 --product 3 \
+        --limestone-band 21 35 --separator-band 820 1070 --limestone-moves draw
+It writes model.onnx, manifest.json (docs/model-package.md) and training.json (with the
+excitation's bands); then `edge-agent model sign models/<name>/1.0.0 --key KEY` signs it.
+Re-signing: the private half of models/demo-signing-key.pub.pem is not kept anywhere. After
+retraining, make a new demo key pair in a private `mktemp -d` folder (`edge-agent keygen
+--private-key DIR/demo.pem --public-key DIR/demo.pub.pem`), sign every package under models/
+with it (a signature covers manifest.json only, so signing changes manifest.sig alone),
+replace models/demo-signing-key.pub.pem with the new public key, delete the private key and
+check each package with `edge-agent model verify --public-key
+models/demo-signing-key.pub.pem models/<name>/1.0.0`.
 """
 
 from __future__ import annotations
@@ -30,7 +65,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
-from agent.demo.mill import backfill
+from agent.demo.backfill import LIMESTONE_MOVES, Band, backfill, plan_bands
 
 FEATURES = (
     ("separator_speed", "SeparatorSpeed", "rpm"),
@@ -70,9 +105,19 @@ def _ewma(values: Array, alpha: float) -> Array:
     return out
 
 
-def build_dataset(days: float, seed: int) -> tuple[Array, Array, Array, Array]:
-    """Hourly (features, noisy labels, noise-free truth, day index) of running hours."""
-    data = backfill(days, seed=seed)
+PACKAGES = {1: "vrm-quality-cem1", 2: "vrm-quality", 3: "vrm-quality-cem2b"}
+"""The model package of each product (agent.demo.products ids)."""
+
+
+def build_dataset(
+    days: float, seed: int, product: int = 2, bands: tuple[Band, Band] | None = None,
+    limestone_moves: str = "walk",
+) -> tuple[Array, Array, Array, Array]:  # fmt: skip
+    """Hourly (features, noisy labels, noise-free truth, day index) of running hours.
+    bands: the excitation's (separator rpm, limestone %) bands; None: the backfill's own."""
+    separator_band, limestone_band = bands or (None, None)
+    data = backfill(days, seed=seed, product_id=product, separator_band=separator_band,
+                    limestone_band=limestone_band, limestone_moves=limestone_moves)  # fmt: skip
     rng = np.random.default_rng(seed + 1)
     hourly = {key: _hourly(np.nan_to_num(data[key], nan=np.nan)) for key in (
         "SeparatorSpeed", "FeedRate", "LimestoneShare", "GypsumShare", "GrindingAidSetpoint",
@@ -133,13 +178,18 @@ def _run_onnx(path: Path, x: Array) -> Array:
     return np.asarray(result, dtype=np.float64)
 
 
-def train(out_dir: Path, days: float, seed: int) -> dict[str, object]:
+def train(
+    out_dir: Path, days: float, seed: int, product: int = 2, *, name: str | None = None,
+    separator_band: Band | None = None, limestone_band: Band | None = None,
+    limestone_moves: str = "walk",
+) -> dict[str, object]:  # fmt: skip
     from skl2onnx import to_onnx
     from sklearn.neural_network import MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, labels, truth, day = build_dataset(days, seed)
+    bands = plan_bands(product, separator_band, limestone_band)
+    x, labels, truth, day = build_dataset(days, seed, product, bands, limestone_moves)
     split_day = int(day.max() * 0.8)
     train_rows, test_rows = day < split_day, day >= split_day
     y_mean, y_scale = labels[train_rows].mean(axis=0), labels[train_rows].std(axis=0)
@@ -162,7 +212,10 @@ def train(out_dir: Path, days: float, seed: int) -> dict[str, object]:
     rmse_labels = np.sqrt(((predicted - labels[test_rows]) ** 2).mean(axis=0))
     rmse_truth = np.sqrt(((predicted - truth[test_rows]) ** 2).mean(axis=0))
     report: dict[str, object] = {
-        "days": days, "seed": seed, "hours_train": int(train_rows.sum()),
+        "days": days, "seed": seed, "product": product,
+        "excitation": {"separator_rpm": list(bands[0]), "limestone_pct": list(bands[1]),
+                       "limestone_moves": limestone_moves},
+        "hours_train": int(train_rows.sum()),
         "hours_validation": int(test_rows.sum()), "split": "time-ordered (last 20 % of days)",
         "inputs": [{"name": n, "tag": t, "unit": u, "min": float(x[:, i].min()),
                     "max": float(x[:, i].max()), "mean": float(x[:, i].mean()),
@@ -172,19 +225,19 @@ def train(out_dir: Path, days: float, seed: int) -> dict[str, object]:
         "rmse_vs_truth": {n: float(v) for (n, _), v in zip(OUTPUTS, rmse_truth, strict=True)},
     }  # fmt: skip
     (out_dir / "training.json").write_text(json.dumps(report, indent=2))
-    _write_manifest(out_dir, report, days, onx)
+    _write_manifest(out_dir, report, days, onx, name or PACKAGES[product])
     return report
 
 
 def _write_manifest(out_dir: Path, report: dict[str, object], days: float,
-                    onx: onnx.ModelProto) -> None:  # fmt: skip
+                    onx: onnx.ModelProto, name: str) -> None:  # fmt: skip
     """manifest.json of the model package format (docs/model-package.md); sign it next."""
     start = dt.date(2026, 1, 1)  # the backfill's simulated start (agent.demo.mill)
     rmse = report["rmse_vs_lab_labels"]
     assert isinstance(rmse, dict)
     manifest = {
         "format_version": 1,
-        "name": "vrm-quality",
+        "name": name,
         "version": VERSION,
         "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "training_period": {"start": start.isoformat(),
@@ -205,17 +258,38 @@ def main() -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--days", type=float, default=90.0)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    report = train(args.out_dir, args.days, args.seed)
-    print(
-        json.dumps(
-            {
-                k: report[k]
-                for k in ("hours_train", "hours_validation", "rmse_vs_lab_labels", "rmse_vs_truth")
-            },
-            indent=2,
-        )
+    parser.add_argument(
+        "--product",
+        type=int,
+        default=2,
+        choices=sorted(PACKAGES),
+        help="the product (agent.demo.products id) whose backfill trains it",
     )
+    parser.add_argument("--name", help="the package (manifest) name; default: the product's "
+                        "package (PACKAGES)")  # fmt: skip
+    for flag, unit, default in (("--limestone-band", "%%", "nominal +-2"),
+                                ("--separator-band", "rpm", "recipe +-100")):  # fmt: skip
+        parser.add_argument(flag, nargs=2, type=float, metavar=("LOW", "HIGH"),
+                            help=f"the excitation's band ({unit}; default: the product's "
+                            f"{default})")  # fmt: skip
+    parser.add_argument(
+        "--limestone-moves",
+        choices=LIMESTONE_MOVES,
+        default="walk",
+        help="walk: +-1 %%-point a day; draw: a fresh level in the band each day "
+        "(a wide band covered in the training and the held-out days alike)",
+    )
+    args = parser.parse_args()
+    try:
+        bands = plan_bands(args.product, args.separator_band, args.limestone_band)
+    except ValueError as error:
+        parser.error(str(error))
+    report = train(args.out_dir, args.days, args.seed, args.product, name=args.name,
+                   separator_band=bands[0], limestone_band=bands[1],
+                   limestone_moves=args.limestone_moves)  # fmt: skip
+    shown = ("excitation", "hours_train", "hours_validation", "rmse_vs_lab_labels",
+             "rmse_vs_truth")  # fmt: skip
+    print(json.dumps({k: report[k] for k in shown}, indent=2))
     return 0
 
 

@@ -33,7 +33,7 @@ def _positive(parser: argparse.ArgumentParser, name: str, value: float | None) -
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The rules between options, after parsing: `parser.error` (exit 2) on the first broken."""
-    for name in ("time_scale", "lab_time_scale", "duration"):
+    for name in ("time_scale", "lab_time_scale", "duration", "days"):
         _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
     if args.command == "simulate" and args.secure_dir is not None and args.password_file is None:
         parser.error("--secure-dir needs --password-file FILE")
@@ -232,7 +232,50 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plain line output even on a terminal (default when not a TTY)",
     )
+    _add_evaluate_command(commands)
     return parser
+
+
+def _add_evaluate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="the agent against the plant's operators over weeks of simulated plant time: "
+        "the saving at equal conformity (report and charts)",
+    )
+    evaluate.add_argument(
+        "--days",
+        type=float,
+        default=28.0,
+        metavar="D",
+        help="plant days each run covers (default 28)",
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="the mill's seed: both runs see the same weather (default 0)",
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("evaluate-out"),
+        metavar="DIR",
+        help="folder for report.md, the charts and evaluate.log (default ./evaluate-out)",
+    )
+    evaluate.add_argument(
+        "--scenario",
+        default="default",
+        choices=["default", "agent-window"],
+        help="default: drift faults of plant-model 4.3 against the plant's operators; "
+        "agent-window: the same with the operators kept inside the agent's envelopes "
+        "(for comparison only)",
+    )
+    evaluate.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain line output even on a terminal (default when not a TTY)",
+    )
 
 
 def _where(parser: argparse.ArgumentParser) -> None:

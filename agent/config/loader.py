@@ -23,6 +23,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from agent.config import checks as config_checks
 from agent.config import checks_loops as config_checks_loops
+from agent.config.checks_products import check_products
 from agent.config.checks_quality import check_quality
 from agent.config.messages import ENV_PREFIX, Lines, problem_from_error
 from agent.config.reader import parse, read_text, shape_problems
@@ -225,6 +226,7 @@ def _load(path: Path, secrets: bool) -> LoadedConfig:
         untimed = {t.name for t in settings.tags if t.source in modbus}
         later += check_quality(settings.quality, settings.loops, settings.sync,
                                _raw_names(data.get("tags")), file, untimed=untimed)  # fmt: skip
+        later += check_products(settings, _raw_names(data.get("tags")), file)
         if secrets:
             read, found = _secrets(settings, file)
             later += found

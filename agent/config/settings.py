@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agent.config.addresses import ModbusType
 from agent.config.fields import Flag, Name, Port, PositiveSeconds, Section
+from agent.config.product_settings import Product, ProductSelection
 from agent.config.quality_settings import LoopQuality, QualitySection
 
 
@@ -299,6 +300,8 @@ class Settings(BaseSettings):
     sync: SyncSection = SyncSection(enabled=False)
     api: ApiSection = ApiSection()
     quality: QualitySection = QualitySection()
+    product_selection: ProductSelection | None = None
+    products: list[Product] = []
 
     @classmethod
     def settings_customise_sources(

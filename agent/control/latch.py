@@ -80,6 +80,8 @@ class Carried:
     confirmed_at: float | None = None
     """When the operator last confirmed the baseline (the grant's time when the record
     predates `baseline_confirmed_at`): the baseline's auto-expiry runs on across a restart."""
+    product: str | None = None
+    """The product the loop ran in that cycle (None: no product table, or none known)."""
 
 
 _LEGACY_STOP = ("safety stop", "safety_stop")
@@ -96,7 +98,10 @@ def carried(body: Mapping[str, Any] | None) -> Carried:
         stop = SafetyStop.from_json(body["safety_stop"], at)
         confirmed = _number(body.get("baseline_confirmed_at"))
         baseline = _number(body.get("baseline"))
-        return Carried(stop, baseline, granted_at, confirmed or granted_at)
+        part = body.get("product")
+        name = part.get("running") if isinstance(part, dict) else None
+        product = name if isinstance(name, str) else None
+        return Carried(stop, baseline, granted_at, confirmed or granted_at, product)
     # Written before the typed fields: the previous version's text form, read only here.
     guard = body.get("guard")
     baseline = guard.get("baseline") if isinstance(guard, dict) and body.get("handshake") else None

@@ -29,6 +29,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent.config.product_settings import Product, ProductSelection
 from agent.config.settings import Loop, Tag
 from agent.control.act import Actor, WriteOutcome
 from agent.control.audit import AuditLog
@@ -41,6 +42,7 @@ from agent.control.loop_blocked import BlockedEpisode
 from agent.control.loop_inputs import guard_limits, handshake
 from agent.control.loop_stats import LoopStats
 from agent.control.predict import BlockedError, Inference, LoopInputs, features_for, infer
+from agent.control.product_switch import ProductSwitch
 from agent.control.record import CycleRecord, GuardRecord, Handshake, ModelRef, Outcome, Reading
 from agent.control.truth_link import TruthLink
 from agent.domain.clock import Clock
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["ControlLoop"]
 
 log = get_logger(__name__)
-_LAST_KEYS = ("outcome", "reason", "suggestion", "target", "write", "model", "predicted")
+_LAST_KEYS = ("outcome", "reason", "suggestion", "target", "write", "model", "predicted", "product")
 _RESTORED = "safety stop before the restart; waiting for the PLC to go local"
 
 
@@ -79,6 +81,8 @@ class ControlLoop:
         clock: Clock,
         truth: TruthLoop | None = None,
         default_product: str = "default",
+        selection: ProductSelection | None = None,
+        products: Sequence[Product] = (),
     ) -> None:
         self.loop, self._latest, self._models, self._audit = loop, latest, models, audit
         self._health, self._clock, self.heartbeat = health, clock, heartbeat
@@ -98,10 +102,26 @@ class ControlLoop:
         self.last: CycleRecord | None = None  # the last cycle's record, typed
         self.link = TruthLink(loop, truth, default_product)
         self.confirm = Confirmation(loop.baseline_expiry_s)
+        self.products = ProductSwitch(loop, selection, products, self._audit_product)
 
     def observe(self, batch: Sequence[Sample]) -> None:
         """Every driver batch passes here (on the event loop)."""
         self.inputs.observe(batch)
+        self.products.observe(batch)
+
+    async def _audit_product(self, kind: str, body: Mapping[str, Any]) -> None:
+        await self._audit.record(kind, body, loop=self.loop.name)
+
+    def _run_product(self, loop: Loop, *, keep_baseline: bool) -> None:
+        """From now on the loop runs `loop` (a product's settings; agent.control.product_switch)."""
+        self.loop = self.act.loop = self.link.loop = loop
+        self.link.product = loop.quality.product or self.products.running_name() or ""
+        self.objective.retarget(loop.objective)
+        self.stats.mode = loop.mode
+        self.act.pending = None  # an advice of the old product is not acted on
+        if not keep_baseline:
+            self.baseline = None  # the new product's recipe is the operator's new baseline
+            self.link.fresh = True  # the old product's offsets are not this one's
 
     async def run(self) -> None:
         """Cycle every cadence_s until cancelled (mode off: wait quietly, never act)."""
@@ -138,6 +158,7 @@ class ControlLoop:
         if state.safety_stop is not None:
             self.stopped, self._stop_clears_on_local = state.safety_stop, True
         self.baseline = state.baseline
+        self.products.carried = state.product
         self.confirm.at = None if state.baseline is None else state.confirmed_at
         self._carried_grant = None if state.baseline is None else (state.granted_at,)
         if moves:
@@ -168,6 +189,7 @@ class ControlLoop:
         except BlockedError as blocked:
             rec.verdicts.append(blocked.verdict)
             rec.reason = f"{blocked.verdict.gate}: {blocked.verdict.reason}"
+        lp = self.loop  # a product change may have switched it
         rec.safety_stop = self.stopped
         rec.baseline = self.baseline if lp.mode in ("advisory", "closed_loop") else None
         rec.baseline_confirmed_at = None if rec.baseline is None else self.confirm.at
@@ -189,6 +211,22 @@ class ControlLoop:
             st.state = f"stopped: {self._stop_why()}"
         return event
 
+    async def _product(self, now: float, rec: CycleRecord) -> bool:
+        """The product step (agent.control.product_switch): True when the cycle holds (a
+        transition, or the loop off for this product); raises BlockedError on a stop."""
+        step = await self.products.step(now)
+        rec.product = step.record
+        if step.stop is not None:
+            raise BlockedError(Verdict("product", False, step.stop))
+        if step.switch is not None:
+            self._run_product(step.switch, keep_baseline=step.keep_baseline)
+            rec.mode = self.loop.mode
+        if step.hold is not None or self.loop.mode == "off":
+            why = step.hold or f"loop off while {self.link.product} is ground"
+            rec.outcome, rec.reason = Outcome.HOLD, f"product: {why}"
+            return True
+        return False
+
     def _pass(self, rec: CycleRecord, verdict: Verdict) -> None:
         if not verdict.ok:
             raise BlockedError(verdict)
@@ -209,6 +247,9 @@ class ControlLoop:
                 rec.verdicts.append(Verdict("safety_stop", True, why))
             else:
                 raise BlockedError(Verdict("safety_stop", False, self._stop_why()))
+        if await self._product(now, rec):
+            return
+        lp = self.loop
         if lp.mode in ("advisory", "closed_loop"):
             hs = handshake(lp, self._latest, self.heartbeat, now)
             rec.handshake = Handshake(
@@ -225,6 +266,9 @@ class ControlLoop:
         rec.effective_mode = mode if mode != lp.mode else None
         result = await self._predict(now, rec)
         mode = self.link.recheck(mode, rec.quality)  # no await from here to the write
+        if (gone := self.products.moved_on(now)) is not None:
+            rec.outcome, rec.reason = Outcome.HOLD, f"product: {gone}"
+            return
         rec.effective_mode = mode if mode != lp.mode else None
         current = self.act.current()
         if current is None:

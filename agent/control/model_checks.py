@@ -1,10 +1,11 @@
 """`edge-agent check` of the loops against models_dir: the packages they would run, verified.
 
 Owns: listing models_dir (`<name>/<version>/manifest.json`), verifying the package each
-loop that is not off would run (agent.packages.keys.verify_package: the signature with
-the configured public key, the manifest, the sha256 and the graph) in the model manager's
-order (the pinned version, else the newest that loads), and handing the manifests to
-agent.control.model_fit; the problems come back split into errors and warnings,
+loop that is not off would run, as written and as each `[[products]]` entry makes it (another
+model, version or mode: reported under `products[i]`), with agent.packages.keys.verify_package
+(the signature with the configured public key, the manifest, the sha256 and the graph) in the
+model manager's order (the pinned version, else the newest that loads), and handing the
+manifests to agent.control.model_fit; the problems come back split into errors and warnings,
 with the line of their key.
 Must not: print or exit (agent.cli.main does), write anything, or load a package for a loop with
 mode "off" (the agent does not load one either).
@@ -18,11 +19,14 @@ present package needs yet) never makes `check` fail.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.config.loader import LoadedConfig
 from agent.config.messages import Lines
+from agent.config.product_settings import Product
+from agent.config.products import override_of, product_loop
+from agent.config.settings import Loop
 from agent.control.model_fit import Package, absent_package, check_fit, derived_inputs
 from agent.domain.errors import ConfigProblem
 from agent.packages import versions  # the manager's own order: one place
@@ -123,29 +127,25 @@ def check_loop_models(loaded: LoadedConfig) -> LoopCheckReport:
             key_problem = ConfigProblem(file, _KEY, _KEY_EXPECTED, str(exc))
     packages = _Packages(models_dir, key_path, present)
     key_needed = False
-    for index, loop in enumerate(s.loops):
-        if loop.mode == "off":
-            continue
-        absent = absent_package(index, loop, str(models_dir), present, file, unlisted=unlisted)
-        if absent is not None:
-            (report.warnings if loop.mode == "shadow" else report.errors).append(absent)
-            continue
-        if key_problem is not None:  # no signature can be checked without the key
-            key_needed = True
-            continue
-        chosen, refused = packages.choose(loop.model, loop.model_version)
-        where = f"loops[{index}].{'model' if loop.model_version is None else 'model_version'}"
-        if chosen is None:
-            report.errors.append(ConfigProblem(file, where, "a model package that loads "
-                                 "(signature, manifest, sha256, graph)", refused[0]))  # fmt: skip
-            continue
-        report.warnings += [
-            ConfigProblem(file, where, f"only packages that load (the agent runs {chosen})", why)
-            for why in refused
-        ]
-        report.errors += check_fit(index, loop, chosen, file)
-        if (needs := derived_inputs(index, loop, chosen, file)) is not None:
-            (report.warnings if loop.mode == "shadow" else report.errors).append(needs)
+    own: set[tuple[str, str]] = set()  # the problems of the loops as written
+    said: set[tuple[str, str]] = set()
+    for index, loop, where in _every_loop(s.loops, s.products):
+        found = LoopCheckReport()
+        key_needed |= _check_loop(index, loop, packages=packages, unlisted=unlisted, file=file,
+                                  report=found, no_key=key_problem is not None)  # fmt: skip
+        written = where == f"loops[{index}]"
+        for problems, into in ((found.errors, report.errors), (found.warnings, report.warnings)):
+            for problem in problems:
+                moved = _moved(problem, index, where)
+                # A product's loop repeats none of its loop's problems; a product model run by
+                # several loops is reported once, at the product's key.
+                if (not written and (problem.key, problem.found) in own) or (
+                    moved.key, moved.found) in said:  # fmt: skip
+                    continue
+                if written:
+                    own.add((problem.key, problem.found))
+                said.add((moved.key, moved.found))
+                into.append(moved)
     if key_problem is not None:
         if key_needed:
             report.errors.insert(0, key_problem)
@@ -153,6 +153,64 @@ def check_loop_models(loaded: LoadedConfig) -> LoopCheckReport:
             expected = f"{_KEY_EXPECTED} (`run` refuses to start without it)"
             report.warnings.insert(0, ConfigProblem(file, _KEY, expected, key_problem.found))
     return _located(loaded.path, report)
+
+
+def _every_loop(loops: Sequence[Loop], products: Sequence[Product]) -> list[tuple[int, Loop, str]]:
+    """(index in [[loops]], the loop, where its problems are reported) of every loop as it runs:
+    as written, then as each product makes it when that runs another model, version or mode
+    (reported at the product's key, or at its `[[products.loops]]` entry's)."""
+    every = [(i, lp, f"loops[{i}]") for i, lp in enumerate(loops)]
+    for j, product in enumerate(products):
+        for i, lp in enumerate(loops):
+            made = product_loop(lp, product)
+            if (made.model, made.model_version, made.mode) != (lp.model, lp.model_version, lp.mode):
+                over = override_of(product, lp.name)
+                at = (
+                    ""
+                    if over is None or over.model is None
+                    else f".loops[{product.loops.index(over)}]"
+                )
+                every.append((i, made, f"products[{j}]{at}"))
+    return every
+
+
+def _moved(problem: ConfigProblem, index: int, where: str) -> ConfigProblem:
+    """A problem of loops[index] reported where the loop comes from (a product's override)."""
+    prefix = f"loops[{index}]"
+    if where == prefix or not problem.key.startswith(prefix):
+        return problem
+    return replace(problem, key=where + problem.key[len(prefix) :])
+
+
+def _check_loop(
+    index: int, loop: Loop, *, packages: _Packages, unlisted: str | None, file: str,
+    report: LoopCheckReport, no_key: bool,
+) -> bool:  # fmt: skip
+    """One loop against the package it would run (into `report`); True when that needs the
+    public key that could not be read."""
+    if loop.mode == "off":
+        return False
+    absent = absent_package(index, loop, str(packages.models_dir), packages.present, file,
+                            unlisted=unlisted)  # fmt: skip
+    if absent is not None:
+        (report.warnings if loop.mode == "shadow" else report.errors).append(absent)
+        return False
+    if no_key:  # no signature can be checked without the key
+        return True
+    chosen, refused = packages.choose(loop.model, loop.model_version)
+    where = f"loops[{index}].{'model' if loop.model_version is None else 'model_version'}"
+    if chosen is None:
+        report.errors.append(ConfigProblem(file, where, "a model package that loads "
+                             "(signature, manifest, sha256, graph)", refused[0]))  # fmt: skip
+        return False
+    report.warnings += [
+        ConfigProblem(file, where, f"only packages that load (the agent runs {chosen})", why)
+        for why in refused
+    ]
+    report.errors += check_fit(index, loop, chosen, file)
+    if (needs := derived_inputs(index, loop, chosen, file)) is not None:
+        (report.warnings if loop.mode == "shadow" else report.errors).append(needs)
+    return False
 
 
 def _located(path: Path, report: LoopCheckReport) -> LoopCheckReport:

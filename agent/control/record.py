@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.control.gates import Verdict
 from agent.control.latch import SafetyStop
+from agent.control.products import ProductRecord
 from agent.control.record_quality import QualityRecord
 from agent.domain.samples import Sample
 
@@ -272,6 +273,7 @@ class CycleRecord:
     effective_mode: str | None = None
     quality: QualityRecord | None = None
     baseline_confirmed_at: float | None = None
+    product: ProductRecord | None = None
 
     def to_json(self) -> Json:
         out: Json = {
@@ -303,6 +305,7 @@ class CycleRecord:
             "effective_mode": self.effective_mode,
             "quality": self.quality,
             "baseline_confirmed_at": self.baseline_confirmed_at,
+            "product": self.product,
         }  # fmt: skip
         for key, part in parts.items():
             if part is not None:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.config.checks_loops import shared_counter
 from agent.config.heartbeat_counter import CounterRange
 from agent.config.loader import LoadedConfig
+from agent.config.products import model_pins
 from agent.config.quality_settings import QualitySection
 from agent.control.audit import AUDIT_FILE, AuditLog
 from agent.control.heartbeat import Heartbeat
@@ -158,10 +159,7 @@ async def open_control(
     async def record(kind: str, body: Mapping[str, Any]) -> None:
         await audit.record(kind, body)
 
-    pins: dict[str, str | None] = {}
-    for lp in s.loops:
-        if lp.mode != "off":
-            pins.setdefault(lp.model, lp.model_version)
+    pins = model_pins(s.loops, s.products)  # every product's models: a change switches at once
     challengers: dict[str, str] = {}
     for lp in s.loops:
         if lp.mode != "off" and lp.quality.challenger_version is not None:
@@ -178,6 +176,7 @@ async def open_control(
             truth = await TruthLoop.open(
                 state_dir / QUALITY_FILE, s.quality, s.loops, clock=clock,
                 declared=_declared(models), audit=_audit_sink(audit), events=events,
+                plc_products=s.product_selection is not None,
             )  # fmt: skip
         except RetryableError as exc:  # the step-downs in force are unknown: do not start
             audit.close()
@@ -211,8 +210,12 @@ async def open_control(
                 clock=clock,
                 truth=truth,
                 default_product=s.quality.default_product,
+                selection=s.product_selection,
+                products=s.products,
             )
         )
+    if truth is not None and loops and s.product_selection is not None:
+        truth.product_at = loops[0].products.product_at  # one mill, one product tag
     # Each loop takes over its last record before anything else touches the audit: the
     # hourly pruning would otherwise race it (after downtime longer than the retention,
     # the record holding a safety stop is what it deletes first).

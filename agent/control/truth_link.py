@@ -45,6 +45,10 @@ class TruthLink:
         self.product = loop.quality.product or default_product
         self._challenger_failed: str | None = None
         self._record_failing = False
+        self.fresh = False
+        """The loop runs another product or model than the truth loop's standing was built
+        for (a product switch): no offsets until its first prediction is recorded (which
+        re-judges the standing for it)."""
 
     def mode(self) -> tuple[str, QualityRecord | None]:
         """The mode this cycle acts in, and the record's quality part (None: no truth loop)."""
@@ -52,7 +56,7 @@ class TruthLink:
         if truth is None:
             return lp.mode, None
         stepped = truth.step_down(lp.name)
-        offsets = dict(truth.offsets(lp.name)) if lp.quality.correction else {}
+        offsets = dict(truth.offsets(lp.name)) if lp.quality.correction and not self.fresh else {}
         part = QualityRecord(product=self.product, offsets=offsets)
         if stepped is not None and lp.mode == "closed_loop":
             part.step_down = stepped.reason
@@ -94,6 +98,7 @@ class TruthLink:
                             part.corrected)  # fmt: skip
         if not await self._record(active):
             return
+        self.fresh = False
         if challenger is None or challenger.manifest.version == m.version:
             return
         c = challenger.manifest

@@ -1,7 +1,8 @@
 """The demo's chart: strength, separator speed and limestone share over the story, as a PNG.
 
-Owns: drawing the main run against the loop-off run (matplotlib, Agg backend: no display
-needed) with the story's phases marked, and writing the file.
+Owns: drawing the agent's run against the operator baseline's (agent.demo.baseline;
+matplotlib, Agg backend: no display needed) with the story's phases and the product's lower
+limit marked, and writing the file.
 Must not: compute figures (agent.demo.summary) or touch the plant or the agent; import
 matplotlib at its top.
 Invariants: matplotlib is the `demo` extra, not a dependency of the agent: the plant install
@@ -15,6 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.demo.evaluate.operator import Recipe
 from agent.demo.stage import S28_TARGET_MPA, TruthRow
 from agent.domain.errors import RejectedError
 
@@ -42,8 +44,9 @@ class ChartUnavailableError(RejectedError):
 def draw(
     path: Path,
     main: Sequence[TruthRow],
-    off: Sequence[TruthRow],
+    base: Sequence[TruthRow],
     phases: Sequence[tuple[str, float]],
+    recipe: Recipe,
 ) -> Path:
     """Write the PNG to `path` (folders created); returns the path. ChartUnavailableError
     when matplotlib (or a library of its own) is not installed."""
@@ -58,20 +61,25 @@ def draw(
     hours = [r.plant_s / 3600.0 for r in main]
     fig, (ax_s, ax_n, ax_ls) = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
     try:
-        ax_s.plot(hours, [r.s28 for r in main], color="tab:blue", label="true S28, loop on")
-        ax_s.plot(
-            hours, [r.s28 for r in off], color="tab:gray", ls="--", label="true S28, loop off"
-        )
+        ax_s.plot(hours, [r.s28 for r in main], color="tab:blue", label="true S28, agent")
+        ax_s.plot([r.plant_s / 3600.0 for r in base], [r.s28 for r in base], color="tab:gray",
+                  ls="--", label="true S28, operator baseline")  # fmt: skip
         predicted = [math.nan if r.predicted_s28 is None else r.predicted_s28 for r in main]
         ax_s.plot(hours, predicted, color="tab:orange", lw=0.8, alpha=0.8,
                   label="agent's prediction (gaps: no prediction)")  # fmt: skip
-        ax_s.axhline(S28_TARGET_MPA, color="tab:red", lw=1, label=f"target {S28_TARGET_MPA} MPa")
+        ax_s.axhline(S28_TARGET_MPA, color="tab:red", lw=1,
+                     label=f"loop's target {S28_TARGET_MPA} MPa")  # fmt: skip
+        ax_s.axhline(recipe.s28_lower_mpa, color="black", lw=1, ls=":",
+                     label=f"lower limit {recipe.s28_lower_mpa:g} MPa")  # fmt: skip
         ax_s.set_ylabel("28-day strength, MPa")
-        ax_n.plot(hours, [r.separator for r in main], color="tab:blue", label="loop on")
-        ax_n.plot(hours, [r.separator for r in off], color="tab:gray", ls="--", label="loop off")
+        base_hours = [r.plant_s / 3600.0 for r in base]
+        ax_n.plot(hours, [r.separator for r in main], color="tab:blue", label="agent")
+        ax_n.plot(base_hours, [r.separator for r in base], color="tab:gray", ls="--",
+                  label="operator baseline")  # fmt: skip
         ax_n.set_ylabel("separator speed, rpm")
-        ax_ls.plot(hours, [r.limestone for r in main], color="tab:green", label="loop on")
-        ax_ls.plot(hours, [r.limestone for r in off], color="tab:gray", ls="--", label="loop off")
+        ax_ls.plot(hours, [r.limestone for r in main], color="tab:green", label="agent")
+        ax_ls.plot(base_hours, [r.limestone for r in base], color="tab:gray", ls="--",
+                   label="operator baseline")  # fmt: skip
         ax_ls.set_ylabel("limestone share, %")
         ax_ls.set_xlabel("plant time, hours")
         for ax in (ax_s, ax_n, ax_ls):
@@ -85,7 +93,8 @@ def draw(
                 where = (plant_s / 3600.0, 1.0)
                 ax_s.annotate(MARKS[key], where, xycoords=("data", "axes fraction"),
                               rotation=90, va="top", ha="right", fontsize=7)  # fmt: skip
-        fig.suptitle("edge-agent demo: the control loop against the same mill with the loop off")
+        fig.suptitle(f"edge-agent demo: the agent against the operator baseline (plant-model 4.5), "
+                     f"{recipe.name}")  # fmt: skip
         fig.tight_layout()
         fig.savefig(path, dpi=100)
     finally:

@@ -14,6 +14,12 @@ S_pot = S_clk + s_offset + wear instead of S_clk, while C3S (the observable prox
 only; `wear` grows by `wear_rate` every tick; the limestone feeder tracks its setpoint with a
 scale that reads `ls_scale` x the true share, so the true share is SP / ls_scale and the
 measured one LS x ls_scale.
+Products (plant-model 4.1, set by the mill at a product change): every deviation that was taken
+from 12 % limestone is taken from the product's nominal share (`ref`: carried with the limestone,
+see _Carried, so a change moves no deviation by itself), the clinker factor is relative to the
+product's nominal `cf_nom`, the strength potential gets the product's
+`s_base`, and the gypsum share follows the product's (feeder lag 8 s). The defaults are today's
+constants (12 %, 0.83, 0, 5 %), so a mill that never changes product computes exactly as before.
 """
 
 from __future__ import annotations
@@ -72,6 +78,38 @@ class _Delay:
         return out
 
 
+class _Carried:
+    """The product's nominal limestone share as the limestone carries it: it ramps like the
+    PLC's limestone setpoint (0.05 %/s), lags like the feeder (8 s) and reaches the mill like
+    the limestone (105 s), so deviations from it do not jump at a product change. x: at the
+    feeder (like LS), m: in the mill (like LS_m). Still (no arithmetic at all) when settled."""
+
+    __slots__ = ("a", "delay", "e", "left", "m", "step", "target", "x")
+
+    def __init__(self, x: float, dt: float) -> None:
+        self.target = self.e = self.x = self.m = x
+        self.delay = _Delay(105.0, dt, x)
+        self.a, self.step, self.left = _a(dt, 8.0), 0.05 * dt, 0
+
+    def set(self, target: float, settled: bool = False) -> None:
+        self.target = target
+        self.left = self.delay.n + 1
+        if settled:
+            self.e = self.x = self.m = target
+            self.delay.buf = [target] * self.delay.n
+            self.left = 0
+
+    def tick(self) -> None:
+        if not self.left:
+            return
+        e, s, tg = self.e, self.step, self.target
+        e = self.e = e + s if tg > e + s else e - s if tg < e - s else tg
+        x = self.a * self.x + (1.0 - self.a) * e
+        self.x = e if abs(x - e) < 1e-9 else x
+        self.m = self.delay.push(self.x)
+        self.left = self.left - 1 if self.x == tg else self.delay.n + 1
+
+
 class Process:
     """The mill's continuous process. Call tick() once per dt with the effective setpoints."""
 
@@ -107,6 +145,33 @@ class Process:
         self.p_fan = 0.0021 * 1.15 * 85.0**3
         self.dp, self.t_out, self.vib_x, self.vib = 41.6, 95.0, 2.0, 2.0
         self.t_vib_high = 0.0
+        self.ref, self.cf_nom, self.s_base = _Carried(12.0, dt), 0.83, 0.0  # the product's
+        self.gy = self.gy_sp = GYPSUM
+        self.a_gy = _a(dt, 8.0)
+
+    def set_product(self, ls_nom: float, cf_nom: float, s_base: float, gypsum: float) -> None:
+        """A product change: the quality equations' reference point and the gypsum share."""
+        self.ref.set(ls_nom)
+        self.cf_nom, self.s_base, self.gy_sp = cf_nom, s_base, gypsum
+
+    def settle(self, sp: list[float]) -> None:
+        """Put the state at the steady state of setpoints sp with nominal disturbances (a mill
+        that starts grinding another product than the default); only the separator, limestone
+        and gypsum may differ from nominal."""
+        n, ls = sp[1], sp[5]
+        self.n = self.n_e = n
+        self.d_n.buf = [n] * self.d_n.n
+        self.ls = self.ls_m = ls
+        self.d_ls.buf = [ls] * self.d_ls.n
+        self.gy = self.gy_sp
+        self.ref.set(self.ref.target, settled=True)
+        self.dbf, self.dbs = 1.3 * (n - 950.0), 60.0 * (ls - self.ref.m)
+        self._grinding()
+        self.p = self.f_m * self.e_ss
+        self.p_sep = 40.0 + 0.085 * n
+        self.p_be = 40.0 + 0.2 * self.f_m * (self.b_dem / 3800.0) ** 4
+        self.dp = 20.0 + 0.12 * self.f_m + 0.015 * (self.b_ss - 3800.0)
+        self._outputs(True)
 
     def tick(
         self, t_rel: float, sp: list[float], running: bool, z: tuple[float, float, float]
@@ -136,6 +201,11 @@ class Process:
         a = self.a_ls
         self.ls = a * self.ls + (1.0 - a) * sp[5] / self.ls_scale  # the feeder tracks its scale
         self.ls_m = self.d_ls.push(self.ls)
+        self.ref.tick()
+        if self.gy != self.gy_sp:  # only after a product change: today's 5 % never moves
+            a = self.a_gy
+            gy = a * self.gy + (1.0 - a) * self.gy_sp
+            self.gy = self.gy_sp if abs(gy - self.gy_sp) < 1e-9 else gy
 
     def _disturbances(self, t_rel: float, z: tuple[float, float, float]) -> None:
         k, s = self.ou_g
@@ -148,9 +218,10 @@ class Process:
     def _grinding(self) -> None:
         """Fineness, capacity, overload integrator and specific energy."""
         f_m, n_e, ls_m, ga, g, w = self.f_m, self.n_e, self.ls_m, self.ga, self.g, self.w
+        ls_nom = self.ref.m
         dbf_ss = 1.3 * (n_e - 950.0) - 5.0 * (self.fan - 85.0)
         dbs_ss = (
-            -4.0 * (f_m - 180.0) + 60.0 * (ls_m - 12.0) + 0.3 * (ga - 400.0)
+            -4.0 * (f_m - 180.0) + 60.0 * (ls_m - ls_nom) + 0.3 * (ga - 400.0)
             - 400.0 * (g - 1.0) - 15.0 * max(0.0, w - 2.5)
         )  # fmt: skip
         a = self.a_bf
@@ -166,10 +237,10 @@ class Process:
         else:
             self.load *= self.decay_l  # exact solution of dL/dt = -L/120 s
         b = self.b = 3800.0 + self.dbf + self.dbs - 600.0 * self.load
-        self.r45 = 4.0 - 0.004 * (b - 3800.0) + 0.15 * (self.ls - 12.0)
+        self.r45 = 4.0 - 0.004 * (b - 3800.0) + 0.15 * (self.ls - self.ref.x)
         self.e_ss = (
-            18.0 * g * (max(b_ss - 60.0 * (ls_m - 12.0), 1.0) / 3800.0) ** 1.4 * k_ga
-            * (1.0 - 0.005 * (ls_m - 12.0))
+            18.0 * g * (max(b_ss - 60.0 * (ls_m - ls_nom), 1.0) / 3800.0) ** 1.4 * k_ga
+            * (1.0 - 0.005 * (ls_m - ls_nom))
         )  # fmt: skip
 
     def _outputs(self, running: bool) -> bool:
@@ -202,11 +273,11 @@ class Process:
         vib = self.vib = abs(self.vib_x)
 
         ls = self.ls
-        cf = self.cf = (100.0 - ls - GYPSUM) / 100.0
-        b_eff = self.b_eff = self.b - 60.0 * (ls - 12.0)
+        cf = self.cf = (100.0 - ls - self.gy) / 100.0
+        b_eff = self.b_eff = self.b - 60.0 * (ls - self.ref.x)
         self.wear += self.wear_rate
-        s_pot = self.s_clk + self.s_offset + self.wear  # C3S (the proxy) sees s_clk only
-        rel = cf / 0.83
+        s_pot = self.s_clk + self.s_offset + self.wear + self.s_base  # C3S sees s_clk only
+        rel = cf / self.cf_nom
         self.s28 = s_pot * rel + 0.012 * (b_eff - 3800.0)
         self.s2 = 0.5 * s_pot * rel**1.2 + 0.010 * (b_eff - 3800.0)
         self.s7 = 0.78 * s_pot * rel**1.1 + 0.011 * (b_eff - 3800.0)
@@ -231,7 +302,7 @@ class Process:
         return (
             self.b, self.b_ss, self.b_eff, self.b_dem, self.r45, self.s28, self.s2, self.cf,
             self.c3s, self.g, self.s_clk, self.load, self.f_max, self.e_ss, self.k_ga, self.f,
-            self.f_m, self.n, self.n_e, self.w, self.fan, self.ga, self.ls, self.ls_m, GYPSUM,
+            self.f_m, self.n, self.n_e, self.w, self.fan, self.ga, self.ls, self.ls_m, self.gy,
             self.t_in, self.p, self.p_sep, self.p_be, self.p_fan, self.dp, self.t_out, self.vib,
             self.s7, self.ls * self.ls_scale,
         )  # fmt: skip
@@ -243,6 +314,6 @@ class Process:
     def measured(self) -> tuple[float, ...]:
         """Noise-free values of the fast measured tags, in mill.FAST_TAGS order."""
         return (
-            self.f, self.n, self.w, self.fan, self.ls * self.ls_scale, GYPSUM, self.p, self.p_sep,
+            self.f, self.n, self.w, self.fan, self.ls * self.ls_scale, self.gy, self.p, self.p_sep,
             self.p_be, self.p_fan, self.dp, self.t_in, self.t_out, self.vib,
         )  # fmt: skip

@@ -22,7 +22,9 @@ Invariants:
 - `records` is in entry order (ties: in scheduling order); a record's value is what its tag
   publishes;
 - the analyser publishes every 60 s the Blaine of 3 minutes earlier; its source time is the
-  publication time (the dead time is part of the measurement, not age).
+  publication time (the dead time is part of the measurement, not age);
+- every record names the product whose material its sample is: `product(sample_time)` (the
+  mill routes material to a new product only after a change's transition, plant-model 4.1).
 """
 
 from __future__ import annotations
@@ -62,14 +64,14 @@ class Lab:
         lab_time_scale: float,
         normal: Callable[[], float],
         *,
-        product: str,
+        product: Callable[[float], str],
         strength_normal: Callable[[], float],
         uniform: Callable[[], float],
     ) -> None:
         if not lab_time_scale > 0.0:
             raise ValueError(f"lab_time_scale must be > 0, got {lab_time_scale}")
         self.normal, self.strength_normal, self.uniform = normal, strength_normal, uniform
-        self.product = product
+        self.product = product  # sample time -> the product name its material is
         self.scale = lab_time_scale
         self.h_end = _next_boundary(start_time, HOUR)
         self.s_end = _next_boundary(start_time, STRENGTH_PERIOD_S)
@@ -88,8 +90,8 @@ class Lab:
         entry = sample_time + delay / self.scale
         record = LabRecord(
             sample_id=sample_id(spec.prefix, sample_time), sample_time=sample_time,
-            window_s=spec.window_s, product=self.product, test=test, value=truth + noise,
-            unit=spec.unit, entry_time=entry, tag=spec.tag, truth=truth,
+            window_s=spec.window_s, product=self.product(sample_time), test=test,
+            value=truth + noise, unit=spec.unit, entry_time=entry, tag=spec.tag, truth=truth,
         )  # fmt: skip
         heapq.heappush(self.pending, (entry, self.seq, record))
         self.seq += 1
@@ -147,6 +149,11 @@ class Lab:
         self.s2 = self.s7 = self.s28 = 0.0
         self.ns = 0
         self.s_end += STRENGTH_PERIOD_S
+
+    def scheduled(self) -> list[LabRecord]:
+        """Every result taken but not entered yet (its test or entry is still to come), in
+        entry order."""
+        return [entry[2] for entry in sorted(self.pending)]
 
     def results(self, since_entry: float = -math.inf) -> list[LabRecord]:
         """Every result entered so far whose entry time is after since_entry, in entry order."""

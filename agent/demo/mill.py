@@ -5,7 +5,8 @@ source time, sampled at each tag's update period with measurement noise), remote
 their status codes, operator actions, and fault injection (plant-model.md 1.2-1.5). It wires
 dynamics.Process (physics), plc.Plc (selection, watchdog, ramps, trip state), lab.Lab
 (composites, analyser, the record of results entered), faults.FaultSet and drift (plant-model
-4.3) together.
+4.3) together; products (plant-model 4.1: the product table, recipes, changes, the routing of
+material to the lab's samples) live in mill_products.MillProducts.
 Must not: do I/O, sleep, open sockets or know about OPC UA/Modbus objects (the servers read and
 write through this API and map status names to their own codes), or use wall-clock time.
 Invariants: deterministic for a given seed and call sequence (every draw comes from two
@@ -31,7 +32,9 @@ from agent.demo.dynamics import TRUTH_NAMES, Process
 from agent.demo.faults import DRIFT_KINDS, Fault, FaultSet, Value, check_kind, validate
 from agent.demo.lab import Lab
 from agent.demo.lab_record import LabRecord
+from agent.demo.mill_products import MillProducts
 from agent.demo.plc import MV_TAGS, Plc
+from agent.demo.products import TRANSITION_S
 from agent.demo.published import FAST_TAGS, INDEX, LAB_TAGS, Reading, initial_value
 from agent.demo.tags import ALL_TAGS, BY_NAME, LAB_RESULT_TAGS, Kind
 
@@ -40,7 +43,8 @@ __all__ = ["FAST_TAGS", "INDEX", "LAB_TAGS", "PRODUCT", "START_TIME", "TRUTH_NAM
 START_TIME = 1_767_225_600.0
 """The default sim start: 2026-01-01 00:00 UTC."""
 PRODUCT = "CEM II/A-LL 42.5 R"
-"""The one product the mill grinds (plant-model 4.1), unless the constructor names another."""
+"""The product the mill starts on (product 2 of products.PRODUCTS) unless the constructor names
+another of the table (the mill then starts at that product's recipe)."""
 
 _STATUS = ("HeartbeatEcho", "RemoteEnable", "RemoteActive", "WatchdogFault", "Running")
 _I_PF = INDEX["ProductFineness"]
@@ -57,6 +61,7 @@ class Mill:
         self, seed: int = 0, *, start_time: float = START_TIME, lab_time_scale: float = 1.0,
         wd_timeout_s: float = 15.0, has_online_psd: bool = True, dt: float = 0.1,
         noise: bool = True, lab_noise: bool | None = None, product: str = PRODUCT,
+        transition_s: float = TRANSITION_S,
     ) -> None:  # fmt: skip
         self._rng = np.random.default_rng(seed)
         self._lab_rng = np.random.default_rng([seed, 14])
@@ -70,11 +75,13 @@ class Mill:
         self._psd = has_online_psd
         self._proc = Process(self._dt)
         self._plc = Plc(self._start, self._dt, wd_timeout_s)
+        self._products = MillProducts(product, start_time=self._start, transition_s=transition_s,
+                                      proc=self._proc, plc=self._plc)  # fmt: skip
         perfect_lab = not (noise if lab_noise is None else lab_noise)
         lab_rng = self._lab_rng
         self._lab = Lab(
             self._start, lab_time_scale, (lambda: 0.0) if perfect_lab else self._z,
-            product=product, uniform=lab_rng.random,
+            product=self._products.line.routed_name, uniform=lab_rng.random,
             strength_normal=(lambda: 0.0 * lab_rng.standard_normal()) if perfect_lab
             else lab_rng.standard_normal,
         )  # fmt: skip
@@ -92,6 +99,9 @@ class Mill:
         self._fast_period = [BY_NAME[name].update_s or self._dt for name in FAST_TAGS]
         self._fast_due = [self._start + p for p in self._fast_period]
         self._status_idx = [INDEX[name] for name in _STATUS]
+        self._products.start(self._val, self._time)
+        if self._plc.remote_tracked:  # started on another product's recipe
+            self._sync_plc()
 
     # --- time ---------------------------------------------------------------------------
     @property
@@ -211,14 +221,31 @@ class Mill:
 
     @property
     def product(self) -> str:
-        """The product the mill grinds (every lab result names it)."""
-        return self._lab.product
+        """The name of the product being ground now (lab results name the product their
+        material is: products.routed(sample time))."""
+        return self._products.product.name
+
+    @property
+    def products(self) -> MillProducts:
+        """The product line: product (id, recipe), silo_id, routed(sample time)."""
+        return self._products
+
+    def change_product(self, product_id: int, silo_id: int) -> None:
+        """The operator's product change: ProductId and SiloId change now, the PLC loads the
+        recipe; the lab sees the new product after transition_s. ValueError for unknown ids."""
+        self._products.change(self._t, product_id, silo_id, self._val, self._time)
+        self._sync_plc()
 
     def lab_results(self, since_entry: float = -math.inf) -> list[LabRecord]:
         """Every lab result entered (published on its tag) so far with entry_time >
         since_entry, in entry order: what the LIMS would deliver, plus each one's hidden
         window-mean truth."""
         return self._lab.results(since_entry)
+
+    def lab_scheduled(self) -> list[LabRecord]:
+        """Every lab result the lab has taken but not entered yet (a 28-day test waits 28 days
+        + 2-6 h), in entry order, with its hidden truth: the rest of the LIMS's future."""
+        return self._lab.scheduled()
 
     # --- writes and operator actions --------------------------------------------------------
     def write(self, name: str, value: float | int | bool) -> str:
@@ -333,11 +360,10 @@ class Mill:
 
 def backfill(
     days: float, *, dt: float = 10.0, seed: int = 0, excitation: bool = True,
-    lab_time_scale: float = 1.0,
+    lab_time_scale: float = 1.0, product_id: int = 2,
 ) -> dict[str, NDArray[np.float64]]:  # fmt: skip
     """History and training data: see agent.demo.backfill.backfill (re-exported here)."""
     from agent.demo import backfill as _backfill
 
-    return _backfill.backfill(
-        days, dt=dt, seed=seed, excitation=excitation, lab_time_scale=lab_time_scale
-    )
+    return _backfill.backfill(days, dt=dt, seed=seed, excitation=excitation,
+                              lab_time_scale=lab_time_scale, product_id=product_id)  # fmt: skip

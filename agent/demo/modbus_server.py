@@ -43,7 +43,7 @@ class _Feeders(Unit):
 
     def model(self, readings: Mapping[str, Reading], dt_s: float) -> None:
         v = self.values
-        for name in ("FeedRateSetpoint", "LimestoneShareSetpoint"):
+        for name in ("FeedRateSetpoint", "LimestoneShareSetpoint", "ProductId", "SiloId"):
             if (sp := num(readings, name)) is not None:
                 v[name] = sp
         feed, ls, gy = (num(readings, n) for n in ("FeedRate", "LimestoneShare", "GypsumShare"))

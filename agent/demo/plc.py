@@ -13,7 +13,9 @@ Invariants:
   tick; while not running the effective feed is 0 (the feeders are interlocked off);
 - bumpless both ways: on losing RemoteActive, local := effective (hold); on gaining it,
   remote := local (the remote setpoint tracks the operator's, so a stale agent value never
-  takes over by itself; the agent must write a fresh setpoint).
+  takes over by itself; the agent must write a fresh setpoint);
+- a product change loads the recipe (load_recipe): the local AND remote setpoints of the
+  separator and the limestone share jump to the recipe's values; the effective ones ramp there.
 """
 
 from __future__ import annotations
@@ -103,6 +105,13 @@ class Plc:
             self.hb_changed = t
         self.remote_enable = enable
         self._select()
+
+    def load_recipe(self, recipe: dict[str, float]) -> None:
+        """A product change: these setpoints (tag -> value) jump, local and remote alike."""
+        for name, x in recipe.items():
+            i = MV_TAGS.index(name)
+            self.local[i] = self.remote[i] = x
+        self.remote_tracked = True  # the mill republishes the remote setpoints
 
     def trip(self) -> None:
         """Trip: Running false, feed interlocked to 0, RemoteActive false (bumpless hold)."""

@@ -177,6 +177,10 @@ POINTS: tuple[Point, ...] = (
     Point(_F, _H, 2, "LimestoneShareSetpoint", _F32, "%", word_order=_SWAP,
           sources=("LimestoneShareSetpoint",), writes_to="LimestoneShareSetpoint",
           description="Limestone share setpoint; a write goes to the mill"),
+    Point(_F, _I, 20, "ProductId", _U16, sources=("ProductId",),
+          description="The product being ground (the recipe's id), as the mill's ProductId"),
+    Point(_F, _I, 21, "SiloId", _U16, sources=("SiloId",),
+          description="The silo the product is sent to, as the mill's SiloId"),
     # --- unit 2: rotary cement packer fed from the mill's output ----------------------------
     Point(_P, _C, 1, "PackerRunCommand", _B,
           description="Start (1) / stop (0) the packer; starts switched on"),

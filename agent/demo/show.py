@@ -3,8 +3,9 @@
 Owns: the demo's process life (start the simulated plant, the reference cloud receiver and
 the agent on a copy of config/demo.toml pointed at them, play agent.demo.scenario, then the
 summary and the chart), the refresh loop of the live view (agent.demo.view) or of the
-plain lines when stdout is not a terminal, the truth record every half second, and
-clean-up on the way out (Ctrl-C or SIGTERM included).
+plain lines when stdout is not a terminal, the truth record every half second and the
+operator baseline advanced to the same plant time (in a worker thread: the event loop stays
+free), and clean-up on the way out (Ctrl-C or SIGTERM included).
 Must not: decide the story (scenario), compute figures (summary) or draw (view, chart).
 Invariants: exits 0 after a complete story; everything it started is stopped on exit (the
 agent first, then the cloud and the plant); the demo's state lives in a temporary directory;
@@ -30,11 +31,14 @@ from rich.live import Live
 
 from agent.config.loader import load_config
 from agent.demo import chart
+from agent.demo.baseline import OperatorBaseline
 from agent.demo.cloud import CloudReceiver
+from agent.demo.conformity import compare
+from agent.demo.evaluate.scenario import recipes
 from agent.demo.runner import SimulatedPlant
 from agent.demo.scenario import MIN_DURATION_S, play
 from agent.demo.stage import LAB_TIME_SCALE, PLANT_SPAN_S, WATCHDOG_WALL_S, Stage, compress
-from agent.demo.summary import Lab, figures, lines, loop_off, story
+from agent.demo.summary import Baseline, Figures, Lab, lines, story
 from agent.demo.view import Plain, Story, render
 from agent.domain.errors import ConfigError
 from agent.service.logs import configure_logging
@@ -65,17 +69,19 @@ def write_demo_config(folder: Path, opcua_url: str, modbus_port: int, cloud_url:
     return path
 
 
-async def _watch(stage: Stage, story: Story, duration_s: float, plain: bool,
-                 scenario: asyncio.Task[None]) -> None:  # fmt: skip
-    """Refresh the view and record the truth until the scenario ends."""
-    printer = Plain(stage, story)
+async def _watch(stage: Stage, story: Story, duration_s: float, printer: Plain | None, *,
+                 scenario: asyncio.Task[None], base: OperatorBaseline) -> None:  # fmt: skip
+    """Refresh the view (`printer`: plain lines), record the truth and advance the baseline
+    until the scenario ends."""
+    plain = printer is not None
     live = contextlib.nullcontext() if plain else Live(console=Console(), auto_refresh=False)
     with live as screen:
         while True:
             stage.record()
+            await asyncio.to_thread(base.advance, stage.truth[-1].plant_s, list(stage.events))
             if screen is not None:
-                screen.update(render(stage, story, duration_s), refresh=True)
-            else:
+                screen.update(render(stage, story, duration_s, base), refresh=True)
+            elif printer is not None:
                 for line in printer.lines():
                     print(line, flush=True)
             if scenario.done():
@@ -96,8 +102,12 @@ async def _demo(*, duration_s: float, seed: int, opcua_port: int, modbus_port: i
         ):  # fmt: skip
             path = write_demo_config(Path(folder), plant.opcua_url, plant.modbus_port, cloud.url)
             path.write_text(compress(path.read_text(encoding="utf-8"), scale), encoding="utf-8")
-            load_config(path)  # a broken demo config fails here, before anything else
+            loaded = load_config(path)  # a broken demo config fails here, before anything else
             stage = Stage(plant, cloud, path)
+            base = OperatorBaseline(seed=seed, start_time=stage.start_time,
+                                    lab_time_scale=LAB_TIME_SCALE,
+                                    wd_timeout_s=WATCHDOG_WALL_S * scale,
+                                    recipes=recipes(loaded.settings))  # fmt: skip
             print(f"simulated mill serving OPC UA at {plant.opcua_url} and Modbus TCP at "
                   f"127.0.0.1:{plant.modbus_port}; reference cloud at {cloud.url}; "
                   f"{PLANT_SPAN_S / 3600:.0f} plant hours in {duration_s:.0f} s "
@@ -107,26 +117,25 @@ async def _demo(*, duration_s: float, seed: int, opcua_port: int, modbus_port: i
             def announce(key: str, text: str) -> None:
                 said.said.append((key, said.elapsed(), stage.plant_s, text))
 
-            scenario = asyncio.create_task(play(stage, announce), name="scenario")
+            scenario = asyncio.create_task(play(stage, announce, recipe=base.point),
+                                           name="scenario")  # fmt: skip
+            printer = Plain(stage, said) if plain else None
             try:
-                await _watch(stage, said, duration_s, plain, scenario)
+                await _watch(stage, said, duration_s, printer, scenario=scenario, base=base)
             finally:
                 scenario.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await scenario
                 await stage.stop_agent()
+            for line in printer.lines() if printer is not None else []:
+                print(line, flush=True)  # a write between the last refresh and the stop
             pending = await stage.drain(30.0)
-            off = await asyncio.to_thread(
-                loop_off, seed=seed, start_time=stage.start_time, rows=stage.truth,
-                events=stage.events, lab_time_scale=LAB_TIME_SCALE,
-                wd_timeout_s=WATCHDOG_WALL_S * scale,
-            )  # fmt: skip
-            lab = Lab(stage.lab(), stage.tally().lab_unmatched, stage.lab_units())
-            figs = figures(stage.truth, off, stage.tally(), stage.received_samples(),
-                           stage.audit(), lab=lab)  # fmt: skip
+            figs = _figures(stage, base, Lab(stage.lab(), stage.tally().lab_unmatched,
+                                             stage.lab_units()))  # fmt: skip
             marks = [(key, plant_s) for key, _, plant_s, _ in said.said]
+            png = out / f"story-{stamp}.png"
             try:
-                drawn = f"chart: {chart.draw(out / f'story-{stamp}.png', stage.truth, off, marks)}"
+                drawn = f"chart: {chart.draw(png, stage.truth, base.rows, marks, base.recipe)}"
             except chart.ChartUnavailableError as exc:  # the plant install: no matplotlib
                 drawn = f"chart: not drawn: {exc}"
             for line in story(figs):
@@ -137,6 +146,24 @@ async def _demo(*, duration_s: float, seed: int, opcua_port: int, modbus_port: i
                 print(f"summary: blocks_left_in_buffer={pending}")
             print(drawn)
             print(f"agent log: {out / f'story-{stamp}.log'}", flush=True)
+
+
+def _figures(stage: Stage, base: OperatorBaseline, lab: Lab) -> Figures:
+    """The summary's figures: the agent's truth record against the baseline's (recorded at
+    the same plant times), the tallies, the audit log."""
+    recipe, (ls, n) = base.recipe, base.point
+    rows = stage.truth
+    compared = compare(recipe.name, recipe.s28_lower_mpa, rows, base.rows)
+    reasons = stage.audit()
+    return Figures(
+        plant_hours=(rows[-1].plant_s - rows[0].plant_s) / 3600.0 if rows else 0.0,
+        compared=compared,
+        baseline=Baseline(recipe.product_id, ls, n, recipe.expected_s28(ls, n),
+                          len(base.corrections)),
+        samples_sent=stage.tally().samples_buffered, samples_received=stage.received_samples(),
+        tally=stage.tally(), writes=stage.audit_writes(), audit=reasons[0], reasons=reasons[1],
+        lab=lab,
+    )  # fmt: skip
 
 
 def run_demo(

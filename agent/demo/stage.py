@@ -5,8 +5,9 @@ configuration compressed to that scale, per TOML table (loop timings are wall-cl
 cadence, minimum intervals, rate limits and the C3S window shrink by the same factor; a lab
 sample's window in `[[quality.tags]]` is plant hours, divided by the scale), starting and
 stopping the real `App` on one state directory (twice: the restart of the story), the tallies
-that outlive one agent run (writes, refusals, samples buffered, lab results unmatched), the log
-of plant events the loop-off counterfactual replays, and the record of the hidden plant truth.
+that outlive one agent run (writes, refusals, samples buffered, lab results unmatched), the
+wall time of each agent start (the audit's clock: writes after the restart), the log of plant
+events the operator baseline replays, and the record of the hidden plant truth.
 Must not: draw the screen, decide the story (agent.demo.scenario) or reach into the agent's
 decisions: it reads `LoopStats`, counters and truth-loop reports the agent already publishes.
 Invariants: at most one App runs at a time and each one is stopped (ordered shutdown) before
@@ -23,6 +24,7 @@ import json
 import math
 import re
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,9 @@ from agent.control.audit import verify_file
 from agent.control.audit_chain import ChainReport
 from agent.control.loop_stats import LoopStats
 from agent.demo.cloud import CloudReceiver
+from agent.demo.evaluate.runs import DRIVES
 from agent.demo.runner import SimulatedPlant
+from agent.demo.writes import AuditWrites, audit_writes
 from agent.quality.monitor import LoopQualityReport
 from agent.service.app import App
 
@@ -60,6 +64,7 @@ _COMPRESSED: dict[tuple[str, str], Callable[[float, float], float]] = {
     ("loops", "readback_timeout_s"): lambda v, x: 5.0,
     ("loops.inputs", "window_s"): lambda v, x: 1.0,  # the latest C3S result only (docs/demo.md)
     ("quality.tags", "window_s"): lambda v, x: v / x,  # a lab sample's window, on the wall clock
+    ("product_selection", "transition_s"): lambda v, x: v / x,  # the mill's old material
 }
 """(TOML table, key) -> the compressed value of `key = value` in that table, at scale x."""
 _TABLE = re.compile(r"^\s*\[\[?\s*([\w.\-]+)\s*\]\]?\s*(#.*)?$")
@@ -79,9 +84,9 @@ def compress(text: str, scale: float) -> str:
             out.append(f"{m[1]}{m[2]}{m[3]}{value!r}{line[m.end() :]}")
             continue
         out.append(line)
+        if table == "loops" and line.startswith("model = "):  # a loop's own feature window
+            out.append(f"feature_window_s = {max(1.0, round(60.0 / scale, 3))!r}\n")
     text = "".join(out)
-    text = text.replace('\nmodel = "vrm-quality"\n', f'\nmodel = "vrm-quality"\n'
-                        f"feature_window_s = {max(1.0, round(60.0 / scale, 3))!r}\n")  # fmt: skip
     text = text.replace('models_dir = "../models"', f'models_dir = "{MODELS}"')
     text = text.replace(
         'model_public_key_file = "../models/', f'model_public_key_file = "{MODELS}/'
@@ -100,6 +105,7 @@ class Tally:
     samples_buffered: int = 0
     writes_after_restart: int = 0
     lab_unmatched: int = 0  # lab results no loop had a prediction for in their window
+    ok_by_loop: Counter[str] = field(default_factory=Counter)  # writes read back, per loop
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,13 @@ class TruthRow:
     spec_energy: float
     feed: float
     predicted_s28: float | None
+    drive_kw: float = math.nan  # mill, separator, bucket elevator and fan: the energy paid
+
+
+def truth_row(plant_s: float, t: dict[str, float], predicted: float | None) -> TruthRow:
+    """The row of the hidden truth `t` (Mill.truth()) at `plant_s`."""
+    return TruthRow(plant_s, t["S28"], t["S_clk"], t["n"], t["LS"], t["CF"], t["e_ss"], t["F_m"],
+                    predicted, sum(t[name] for name in DRIVES))  # fmt: skip
 
 
 async def until(check: Callable[[], object], timeout_s: float = math.inf) -> bool:
@@ -142,7 +155,9 @@ class Stage:
         self.start_time = plant.mill.time
         self.agent_id = load_config(config).settings.agent.id
         self.app: App | None = None
+        self.stopped_stats: dict[str, LoopStats] = {}  # the last stopped agent's loops
         self.runs = 0
+        self.started_at: list[float] = []  # the wall time (the audit's clock) of each start
         self.events: list[tuple[float, str, dict[str, float]]] = []
         self.truth: list[TruthRow] = []
         self.last_write: dict[str, dict[str, Any]] = {}  # by loop, over every agent run
@@ -161,6 +176,7 @@ class Stage:
             raise RuntimeError("the agent is already running")
         app = App(load_config(self.config), self.state_dir)
         self.app, self.runs = app, self.runs + 1
+        self.started_at.append(time.time())
         self._task = asyncio.create_task(app.run(), name=f"agent-{self.runs}")
         task = self._task
         await until(lambda: app.control is not None or task.done())
@@ -177,12 +193,14 @@ class Stage:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        self.stopped_stats = {s.name: s for s in app.loop_stats}  # its writes up to the stop
         self._fold(app, self._past, restarted=self.runs > 1)
 
     def _fold(self, app: App, into: Tally, *, restarted: bool) -> None:
         for stats in app.loop_stats:
             into.writes.update(stats.writes)
             into.outcomes.update(stats.outcomes)
+            into.ok_by_loop[stats.name] += stats.writes["ok"]
             for (gate, verdict), n in stats.verdicts.items():
                 if verdict == "refuse":
                     into.refusals[gate] += n
@@ -209,14 +227,16 @@ class Stage:
         """Totals over every agent run so far, the running one included."""
         out = Tally(Counter(self._past.writes), Counter(self._past.refusals),
                     Counter(self._past.outcomes), self._past.samples_buffered,
-                    self._past.writes_after_restart, self._past.lab_unmatched)  # fmt: skip
+                    self._past.writes_after_restart, self._past.lab_unmatched,
+                    Counter(self._past.ok_by_loop))  # fmt: skip
         if self.app is not None:
             self._fold(self.app, out, restarted=self.runs > 1)
         return out
 
-    def loop(self, name: str) -> LoopStats | None:
+    def loop(self, name: str, *, stopped: bool = False) -> LoopStats | None:
+        """The running agent's loop (`stopped`: else the last stopped agent's)."""
         if self.app is None:
-            return None
+            return self.stopped_stats.get(name) if stopped else None
         return next((s for s in self.app.loop_stats if s.name == name), None)
 
     def inject(self, kind: str, **params: float) -> None:
@@ -230,11 +250,9 @@ class Stage:
             st = self.loop(name)
             if st is not None and st.last.get("outcome") == "write":
                 self.last_write[name] = dict(st.last["write"])
-        t = self.plant.mill.truth()
         sep = self.loop("separator")
         predicted = (sep.last.get("predicted") or {}).get("s28") if sep is not None else None
-        row = (self.plant_s, t["S28"], t["S_clk"], t["n"], t["LS"], t["CF"], t["e_ss"], t["F_m"])
-        self.truth.append(TruthRow(*row, predicted))
+        self.truth.append(truth_row(self.plant_s, self.plant.mill.truth(), predicted))
 
     async def drain(self, timeout_s: float) -> int:
         """Upload what the last agent run left in the buffer, as its next start would; returns
@@ -264,17 +282,24 @@ class Stage:
         """The audit chain's verification and the reasons of every cycle that did not write,
         with numbers masked ("guard: min_interval: 2.1 s ..." -> "guard: min_interval: # s")."""
         path = self.state_dir / "audit.db"
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM audit")]
-        finally:
-            db.close()
+        bodies = self._bodies()
         reasons: Counter[str] = Counter()
         for body in bodies:
             if body.get("kind") == "cycle" and body.get("outcome") != "write":
                 reason = str(body.get("reason") or body.get("outcome"))
                 reasons[re.sub(r"-?\d[\d.,e+-]*", "#", reason)] += 1
         return verify_file(path), reasons
+
+    def _bodies(self) -> list[dict[str, Any]]:
+        db = sqlite3.connect(f"file:{self.state_dir / 'audit.db'}?mode=ro", uri=True)
+        try:
+            return [json.loads(b) for (b,) in db.execute("SELECT body FROM audit ORDER BY seq")]
+        finally:
+            db.close()
+
+    def audit_writes(self) -> AuditWrites:
+        """The setpoint writes as the audit log holds them (agent.demo.writes)."""
+        return audit_writes(self._bodies(), self.started_at[1] if self.runs > 1 else None)
 
     def received_samples(self) -> int:
         return self.cloud.store.counts(self.agent_id).get("samples", 0)

@@ -84,12 +84,12 @@ PROCESS_TAGS: tuple[TagSpec, ...] = (
     _mv("WaterInjectionSetpoint", "m3/h", 2.0, (1, 4), (0, 10), "Bed water injection setpoint"),
     _mv("FanSpeedSetpoint", "%", 85.0, (75, 95), (0, 100), "Mill fan speed setpoint"),
     _mv("GrindingAidSetpoint", "g/t", 400.0, (200, 600), (0, 1000), "Grinding aid dosage setpoint"),
-    _mv("LimestoneShareSetpoint", "%", 12.0, (8, 18), (0, 20), "Limestone share setpoint (recipe)"),
+    _mv("LimestoneShareSetpoint", "%", 12.0, (8, 18), (0, 40), "Limestone share setpoint (recipe)"),
     _meas("FeedRate", "t/h", 180.0, (0, 300), 0.8, 0.1, Role.PV, "Fresh feed rate"),
     _meas("SeparatorSpeed", "rpm", 950.0, (0, 1500), 1.5, 0.1, Role.PV, "Separator speed"),
     _meas("WaterInjection", "m3/h", 2.0, (0, 10), 0.02, 0.3, Role.PV, "Water injection"),
     _meas("FanSpeed", "%", 85.0, (0, 100), 0.1, 0.25, Role.PV, "Mill fan speed"),
-    _meas("LimestoneShare", "%", 12.0, (0, 20), 0.1, 1.0, Role.PV, "Limestone share"),
+    _meas("LimestoneShare", "%", 12.0, (0, 40), 0.1, 1.0, Role.PV, "Limestone share"),
     _meas("GypsumShare", "%", 5.0, (3, 6), 0.05, 1.0, Role.DV, "Gypsum share (fixed recipe)"),
     _meas("MillPower", "kW", 3240.0, (0, 4000), 15.0, 0.2, Role.CV, "Mill main drive power"),
     _meas("SeparatorPower", "kW", 121.0, (0, 250), 1.0, 0.2, Role.CV, "Separator drive power"),
@@ -318,7 +318,16 @@ LIMS_TAGS: tuple[TagSpec, ...] = (
 """Issue 14: the 7-day strength and the LIMS's sample-time tags (plant-model 4.2), after the
 HMI tags so the older tags keep their order."""
 
-ALL_TAGS: tuple[TagSpec, ...] = PROCESS_TAGS + HANDSHAKE_TAGS + HMI_TAGS + LIMS_TAGS
+PRODUCT_TAGS: tuple[TagSpec, ...] = (
+    TagSpec("ProductId", "", 2, _ID, _ID, 0.0, None, False, Role.STATUS, Kind.INT32,
+            "The product (cement type) being ground: its recipe id (agent.demo.products)"),
+    TagSpec("SiloId", "", 2, _ID, _ID, 0.0, None, False, Role.STATUS, Kind.INT32,
+            "The silo the mill's product is sent to"),
+)  # fmt: skip
+"""Issue 15: the product change (plant-model 4.1), set by the operator or the recipe system;
+source time = the time of the change. Last, so every older tag keeps its order."""
+
+ALL_TAGS: tuple[TagSpec, ...] = PROCESS_TAGS + HANDSHAKE_TAGS + HMI_TAGS + LIMS_TAGS + PRODUCT_TAGS
 BY_NAME: dict[str, TagSpec] = {t.name: t for t in ALL_TAGS}
 
 NAMESPACE_URI = "urn:edge-agent:demo:cement-mill"

@@ -1,8 +1,10 @@
 """What the demo shows: the live terminal view (rich) and the plain lines (no terminal).
 
 Owns: the layout of the story (announcements, the mill as the agent reads it, each loop's
-prediction, suggestion, guard verdict and last write with its read-back, buffer and sync
-with the outage budget) and the format of the plain `announce:`, `write:` and `status:` lines.
+prediction and strength margin with its numbers, target (capped as the guard caps it),
+suggestion, guard verdict and last write with its read-back, writes this run and over the
+demo, the CO2 panel against the operator baseline (agent.demo.panels), buffer and sync with
+the outage budget) and the format of the plain `announce:`, `write:` and `status:` lines.
 Must not: act on the plant, the cloud or the agent; it only reads them. Values labelled as
 the agent's are the agent's latest samples; the simulator's hidden truth and the simulated
 PLC's own flags are labelled as such.
@@ -20,6 +22,8 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
+from agent.demo.baseline import OperatorBaseline
+from agent.demo.panels import MARGIN, co2_panel, loop_target, margin, target_cell
 from agent.demo.stage import S28_TARGET_MPA, Stage
 
 MILL_TAGS = (
@@ -85,8 +89,10 @@ def _loop_row(stage: Stage, name: str) -> list[str]:
     p = last.get("predicted") or {}
     predicted = "-"
     if p:
-        predicted = (f"{_num(p.get('s28'))} MPa, margin {_num(p.get('strength_margin'), '+.1f')}"
-                     f"\nBlaine {_num(p.get('blaine'), ',.0f')}")  # fmt: skip
+        m = margin(stage, name, p)
+        said = m.text() if m is not None else f"margin {_num(p.get('strength_margin'), '+.1f')}"
+        predicted = (f"{_num(p.get('s28'))} MPa, Blaine {_num(p.get('blaine'), ',.0f')}"
+                     f"\n{said}")  # fmt: skip
     w = stage.last_write.get(name) or {}
     write = "-"
     if w:
@@ -102,10 +108,12 @@ def _loop_row(stage: Stage, name: str) -> list[str]:
     return [
         f"[bold]{name}[/]\n{st.state}",
         predicted,
-        f"{_num(last.get('target'), '.1f')} {unit}\nnext {_num(last.get('suggestion'), '.1f')}",
+        f"{target_cell(stage, name, last.get('target'), unit)}\n"
+        f"next {_num(last.get('suggestion'), '.1f')}",
         verdict,
         write,
-        f"{st.writes['ok']} ok\n" + ", ".join(r for r in refused if r),
+        f"{st.writes['ok']} this run, {stage.tally().ok_by_loop[name]} in all\n"
+        + ", ".join(r for r in refused if r),
     ]
 
 
@@ -129,8 +137,8 @@ def _tags(stage: Stage) -> Table:
     return tags
 
 
-def render(stage: Stage, story: Story, duration_s: float) -> Group:
-    """The live view (about 30 lines at 100 columns)."""
+def render(stage: Stage, story: Story, duration_s: float, base: OperatorBaseline) -> Group:
+    """The live view (about 40 lines at 100 columns)."""
     mill = stage.plant.mill
     head = (
         f"[bold]edge-agent demo[/]  t = {story.elapsed():.0f} s of {duration_s:.0f}  |  plant "
@@ -146,17 +154,19 @@ def render(stage: Stage, story: Story, duration_s: float) -> Group:
     plc = {n: mill.read(n).value for n in ("RemoteActive", "WatchdogFault")}
     hidden = (
         f"[dim]simulator truth (what the lab will say in 28 days):[/] S28 {truth['S28']:.1f} MPa"
-        f" (target {S28_TARGET_MPA}), clinker {truth['S_clk']:.1f} MPa  [dim]| simulated PLC:[/] "
+        f" (loop's target {S28_TARGET_MPA}, lower limit {base.recipe.s28_lower_mpa:g}), clinker "
+        f"{truth['S_clk']:.1f} MPa  [dim]| simulated PLC:[/] "
         + ", ".join(f"{k} {_value(v)}" for k, v in plc.items())
     )
     loops = Table(title="Control loops: prediction -> target -> guard -> write + read-back",
                   box=box.SIMPLE_HEAD, expand=True, padding=(0, 1))  # fmt: skip
-    for col in ("loop", "predicted S28", "target", "verdict", "last write", "writes"):
+    loops.caption = MARGIN
+    for col in ("loop", "predicted S28", "target", "verdict", "last write", "writes read back"):
         loops.add_column(col)
     for name in ("separator", "limestone"):
         loops.add_row(*_loop_row(stage, name))
     return Group(Panel(said or "starting", title=head), _tags(stage), hidden, loops,
-                 f"[dim]{budget_line(stage)}[/]")  # fmt: skip
+                 co2_panel(stage, base), f"[dim]{budget_line(stage)}[/]")  # fmt: skip
 
 
 class Plain:
@@ -176,17 +186,23 @@ class Plain:
             out.append(f"announce: {key}: t={wall:.1f}s plant={clock(plant)} {text}")
         self._said = len(self.story.said)
         for name in ("separator", "limestone"):
-            st = self.stage.loop(name)
+            st = self.stage.loop(name, stopped=True)  # a write just before a stop is shown too
             if st is None:
                 continue
             ok, ident = st.writes["ok"], (self.stage.runs, name)
             if ok > self._seen.get(ident, 0) and (w := st.last.get("write")):
                 p = st.last.get("predicted") or {}
+                m = margin(self.stage, name, p)
+                terms = "-" if m is None else f"{m.predicted:g}-{m.target:g}-{m.k:g}x{m.rmse:g}"
                 out.append(
                     f"write: loop={name} from={_num(w.get('from'), '.2f')} "
                     f"to={_num(w.get('value'), '.2f')} readback={_num(w.get('readback'), '.2f')}"
                     f" unit={UNITS[name]} predicted_s28={_num(p.get('s28'), '.2f')} "
-                    f"writes={ok} run={self.stage.runs} t={self.story.elapsed():.1f}s "
+                    f"margin={_num(p.get('strength_margin'), '+.4f')} margin_terms={terms} "
+                    f"target={_num(loop_target(self.stage, name, st.last.get('target')), '.2f')} "
+                    f"optimiser_target={_num(st.last.get('target'), '.2f')} "
+                    f"writes={ok} run={self.stage.runs} "
+                    f"total={self.stage.tally().ok_by_loop[name]} t={self.story.elapsed():.1f}s "
                     f"plant={clock(self.stage.plant_s)}"
                 )
             self._seen[ident] = ok

@@ -42,6 +42,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.config.settings import ObjectiveSettings
+
 __all__ = ["Derived", "Mean", "Objective", "Rows", "Scores"]
 
 Mean = Callable[[str, float, float], float | None]
@@ -136,6 +138,11 @@ class Objective(Protocol):
     @property
     def effect(self) -> str:
         """The metric reported as an advisory suggestion's predicted effect."""
+        ...
+
+    def retarget(self, settings: ObjectiveSettings) -> None:
+        """Score with these settings from now on (a product change: another target, the
+        same estimators); TypeError for settings of another kind."""
         ...
 
     def observe(self, feature: str, time: float, value: float, mean: Mean) -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config.settings import CementMillObjective
+from agent.config.settings import CementMillObjective, ObjectiveSettings
 from agent.objectives.base import Derived, Mean, Rows, Scores
 
 __all__ = ["KIND", "BlaineBias", "CementMill", "grindability"]
@@ -101,6 +101,11 @@ class CementMill:
         self.settings = settings
         self.bias = BlaineBias()
         self.lab_time: float | None = None  # the source time of the newest lab result seen
+
+    def retarget(self, settings: ObjectiveSettings) -> None:
+        if not isinstance(settings, CementMillObjective):
+            raise TypeError(f"cement_mill needs CementMillObjective settings, not {settings!r}")
+        self.settings = settings
 
     def observe(self, feature: str, time: float, value: float, mean: Mean) -> None:
         if feature != LAB_BLAINE or (self.lab_time is not None and time <= self.lab_time):

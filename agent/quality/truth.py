@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,26 +63,31 @@ class TruthLoop:
 
     def __init__(self, settings: QualitySection, loops: Sequence[Loop], store: QualityStore, *,
                  clock: Clock, declared: Declared, audit: AuditSink,
-                 events: EventSink | None) -> None:  # fmt: skip
+                 events: EventSink | None, plc_products: bool = False) -> None:  # fmt: skip
         self.settings, self.store, self._clock, self._audit = settings, store, clock, audit
         self._loops = {loop.name: loop for loop in loops}
         self._standing = Standing(settings, self._loops, store, clock=clock, declared=declared,
                                   audit=audit, events=events)  # fmt: skip
-        self._tags = LabTags(settings.tags, settings.default_product)
+        # With products from the PLC, a lab tag's result is of the product ground in its window.
+        self._tags = LabTags(settings.tags, "" if plc_products else settings.default_product)
         self._queue: list[LabResult] = []
         self._wake = asyncio.Event()
         self._ingesting = asyncio.Lock()
+        self.product_at: Callable[[float], str | None] | None = None
+        """The product ground at a time, from the PLC's product tag (agent.control.products;
+        set by agent.control.setup with a product table): `_product_of`'s second source."""
         self.unmatched = 0  # results of a monitored test that no prediction window held
         self.pruned_predictions = self.pruned_results = 0
 
     @classmethod
     async def open(cls, path: Path, settings: QualitySection, loops: Sequence[Loop], *,
                    clock: Clock, declared: Declared, audit: AuditSink,
-                   events: EventSink | None) -> TruthLoop:  # fmt: skip
-        """Open quality.db at `path` and rebuild the monitors and offsets from it."""
+                   events: EventSink | None, plc_products: bool = False) -> TruthLoop:  # fmt: skip
+        """Open quality.db at `path` and rebuild the monitors and offsets from it
+        (`plc_products`: the product comes from the PLC's product tag, see `_product_of`)."""
         store = await QualityStore.open(path, clock=clock)
         truth = cls(settings, loops, store, clock=clock, declared=declared, audit=audit,
-                    events=events)  # fmt: skip
+                    events=events, plc_products=plc_products)  # fmt: skip
         try:
             await truth._standing.load()
         except BaseException:
@@ -135,7 +141,10 @@ class TruthLoop:
         forward: list[Mapping[str, Any]] = []
         touched: set[SeriesKey] = set()
         done: list[tuple[str, str]] = []
-        for result in results:
+        for given in results:
+            result = given
+            if not result.product:
+                result = dataclasses.replace(given, product=await self._product_of(given))
             put = await self.store.put_result(result)
             outcomes.append(put.outcome)
             if put.outcome is Ingested.DUPLICATE and not put.pending:
@@ -154,6 +163,22 @@ class TruthLoop:
             await self._standing.refresh(name, {k.test for k in touched if k.loop == name})
         await self.store.settle(done)
         return outcomes
+
+    async def _product_of(self, result: LabResult) -> str:
+        """The product of a lab tag's result when the PLC says what is ground: the product the
+        loops ran in its window (their recorded predictions, the most of them; after a restart
+        too), else the product the PLC's tag said was ground at its sample time (changes seen
+        since the agent started), else the default product."""
+        counts: Counter[str] = Counter()
+        for name in self._loops:
+            for p in await self.store.predictions(name, result.window_start, result.sample_time):
+                if p.role == "active":
+                    counts[p.product] += 1
+        if counts:
+            return counts.most_common(1)[0][0]
+        if self.product_at is not None and (seen := self.product_at(result.sample_time)):
+            return seen
+        return self.settings.default_product
 
     async def _join(self, result: LabResult) -> set[SeriesKey]:
         found: list[Residual] = []

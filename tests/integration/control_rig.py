@@ -23,7 +23,7 @@ from agent.config.loader import load_config
 from agent.demo.runner import SimulatedPlant
 from agent.demo.show import write_demo_config
 from agent.service.app import App
-from tests.support.config import ConfigDoc
+from tests.support.config import ConfigDoc, single_product
 from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,10 +91,13 @@ async def control_rig(
     noise: bool = True,
     lab_noise: bool | None = None,
     edit: Callable[[ConfigDoc], object] = lambda config: None,
+    products: bool = False,
     **loop_values: object,
 ) -> AsyncIterator[Rig]:
     """The plant and the agent; `loop_values` override keys of both demo loops; `edit`
-    changes the config (tests.support.config.ConfigDoc) before the agent reads it."""
+    changes the config (tests.support.config.ConfigDoc) before the agent reads it. Without
+    `products` the demo config is a one-product mill (tests.support.config.single_product):
+    the loops run their own model, vrm-quality."""
     async with SimulatedPlant(seed=seed, time_scale=time_scale, lab_time_scale=lab_time_scale,
                               opcua_port=0, modbus_port=0, noise=noise, lab_noise=lab_noise,
                               wd_timeout_s=15.0 * time_scale) as plant:  # fmt: skip
@@ -104,9 +107,14 @@ async def control_rig(
         config.set("agent.model_public_key_file", str(MODELS / "demo-signing-key.pub.pem"))
         config.set("sync.enabled", False)
         config.add("api.enabled", False)
+        if not products:
+            single_product(config)
         for lab in config.get("quality.tags"):  # a plant window in the agent's wall seconds
             key = f"quality.tags[test={lab['test']}].window_s"
             config.set(key, lab["window_s"] / time_scale)
+        if config.has("product_selection.transition_s"):  # the mill's old material, in wall s
+            config.set("product_selection.transition_s",
+                       config.get("product_selection.transition_s") / time_scale)  # fmt: skip
         defaults: dict[str, object] = {"cadence_s": 1.0, "readback_timeout_s": 5.0}
         loop_config(config, **{**defaults, **loop_values})
         edit(config)

@@ -19,7 +19,7 @@ import pytest
 from agent.cli.main import main
 from agent.packages.keys import generate_keypair, sign_package
 from tests.integration.control_rig import MODELS, REPO
-from tests.support.config import ConfigDoc
+from tests.support.config import ConfigDoc, single_product
 
 KEY = MODELS / "demo-signing-key.pub.pem"
 LIMESTONE_NAME = 'name = "limestone"'
@@ -61,6 +61,7 @@ def check(
     config.set("agent.models_dir", str(models))
     config.set("agent.model_public_key_file", str(KEY))
     config.set("agent.state_dir", str(path.parent / "state"))
+    single_product(config)  # the loops' own model (the product table: the last test)
     for edit in edits:
         edit(config)
     config.write(path)
@@ -323,3 +324,28 @@ def test_the_loop_inputs_of_the_derived_features_must_be_mapped(
     assert err == [f"warning: {path}:{lines[0]}: {problem.format(i=0)}",
                    f"warning: {path}:{lines[1]}: {problem.format(i=1)}"]  # fmt: skip
     assert out.endswith(" (2 warnings)\n")
+
+
+def test_every_products_model_is_checked_against_its_loops(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = setup
+
+    def cem1(config: ConfigDoc) -> None:
+        demo = ConfigDoc.read(REPO / "config" / "demo.toml")
+        config.add("product_selection", demo.get("product_selection"))
+        cem1, cem2 = demo.get("products")[:2]
+        config.add("products", [{**cem1, "model": "vrm-quality-cem9"},
+                                {**cem2, "model": "vrm-quality"}])  # fmt: skip
+
+    code, err, _ = check(setup, capsys, cem1)
+    assert code == 78
+    expected = (
+        "expected a model package {models}/<model>/<version>/ (present: vrm-quality 1.0.0), "
+        "found 'vrm-quality-cem9', which is not there"
+    ).format(models=path.parent / "models")
+    line = line_of(path, 'model = "vrm-quality-cem9"')
+    assert err == [  # once, at the product's key and line, for both loops that run it
+        f"{path}:{line}: products[0].model: {expected}",
+        f"edge-agent: 1 configuration problem in {path}",
+    ]

@@ -37,7 +37,7 @@ from agent.domain.latest import LatestValues
 from agent.domain.samples import Sample
 from agent.service.app import build_drivers
 from tests.integration.control_rig import Rig, control_rig, wait_for
-from tests.support.config import ConfigDoc
+from tests.support.config import ConfigDoc, single_product
 from tests.support.nominal import NOMINAL, RESTORED
 from tests.support.wait import eventually, until
 
@@ -119,6 +119,7 @@ async def restarted(folder: Path, *, mode: str = "closed_loop") -> AsyncIterator
     doc.set("agent.model_public_key_file", str(MODELS / "demo-signing-key.pub.pem"))
     doc.add("agent.audit_retention_days", 1)
     doc.set("loops[name=separator].mode", mode)
+    single_product(doc)  # these tests feed no ProductId
     if mode == "shadow":  # a loop switched to shadow needs no grant
         doc.remove("loops[name=separator].enable_tag")
     loaded = load_config(doc.write(folder / "agent.toml"), secrets=False)

@@ -21,7 +21,7 @@ from agent.domain.clock import FakeClock
 from agent.packages.keys import generate_keypair, sign_package
 from agent.packages.manager import ModelManager
 from agent.packages.package import load_public_key
-from tests.support.config import ConfigDoc
+from tests.support.config import ConfigDoc, single_product
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "vrm-quality" / "1.0.0"
@@ -81,7 +81,7 @@ def test_check_runs_the_newest_by_version_and_warns_of_a_folder_named_no_version
     root, public_key = models
     for version in ("1.9.0", "1.10.0"):
         package(root, version)
-    config = ConfigDoc.read(REPO / "config" / "demo.toml")
+    config = single_product(ConfigDoc.read(REPO / "config" / "demo.toml"))
     config.set("agent.models_dir", str(root))
     config.set("agent.model_public_key_file", str(public_key))
     config.set("agent.state_dir", str(tmp_path / "state"))

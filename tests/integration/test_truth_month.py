@@ -1,5 +1,5 @@
-"""Issue 14 MUST-SHOW on the simulator, headless in sim time (tests.support.truth_rig): with
-clinker_reactivity (-2.5 MPa) injected, the monitor steps the closed loop down to advisory within
+"""Issue 14 MUST-SHOW on the simulator, headless in sim time (agent.demo.headless through
+tests.support.truth_checks): with clinker_reactivity (-2.5 MPa) injected, the monitor steps the closed loop down to advisory within
 the configured number of results and the bias correction brings the corrected 28-day prediction
 back inside the declared RMSE; with no drift, no step-down over a simulated month.
 
@@ -17,7 +17,7 @@ import pytest
 
 from agent.control.record import Outcome
 from agent.quality.results import Residual
-from tests.support.truth_rig import DAY, figures, lost_nothing, truth_rig
+from tests.support.truth_checks import DAY, figures, lost_nothing, truth_rig
 
 pytestmark = pytest.mark.timeout(600)  # weeks of plant time: a hang guard, the run takes ~1 min
 

@@ -1,5 +1,5 @@
-"""Issue 14 MUST-SHOW on the simulator, headless in sim time (tests.support.truth_rig): with no
-drift, no step-down and no correction over a simulated month (a file of its own, so the two
+"""Issue 14 MUST-SHOW on the simulator, headless in sim time (agent.demo.headless through
+tests.support.truth_checks): with no drift, no step-down and no correction over a simulated month (a file of its own, so the two
 month-long runs go to two pytest workers; the drift case: test_truth_month.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.truth_rig import DAY, LAB_TESTS, figures, lost_nothing, truth_rig
+from tests.support.truth_checks import DAY, LAB_TESTS, figures, lost_nothing, truth_rig
 
 pytestmark = pytest.mark.timeout(600)  # weeks of plant time: a hang guard, the run takes ~1 min
 

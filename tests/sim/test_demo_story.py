@@ -10,11 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from agent.demo.scenario import KEYS
+from agent.demo.show import demo_config_text
 
 AGENT = [sys.executable, "-m", "agent"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -72,16 +74,51 @@ def test_the_demo_tells_the_whole_story_and_its_figures_hold(tmp_path: Path) -> 
     # machine two writes of one loop may fall between two looks of the view): they add up.
     last_count = {(run, loop): int(n) for loop, *_, n, run in writes}
 
-    co2 = _summary(out, "co2_per_t")
-    assert float(co2["saving"]) > 0 and float(co2["loop"]) < float(co2["off"]), co2
-    above = _summary(out, "s28_above_target")
-    assert float(above["loop"]) >= float(above["off"]), above
+    # The operator baseline of plant-model 4.5, and a saving only at equal conformity.
+    assert _summary(out, "baseline")["kind"] == "operator"
+    conformity = _summary(out, "conformity")
+    assert conformity["basis"] == "true_s28_hourly" and int(conformity["n"]) >= 5, conformity
+    head = re.search(r"^summary: plant_hours=\S+ product_id=\d+ lower_mpa=(\S+)$", out, re.M)
+    assert head is not None, out
+    lower = float(head[1])
+    equal = (float(conformity["agent_share"]) >= float(conformity["baseline_share"])
+             and float(conformity["agent_min"]) >= lower)  # fmt: skip
+    co2, saving = _summary(out, "co2_per_t"), _summary(out, "saving")
+    assert saving["counted"] == str(equal).lower(), (conformity, saving)
+    if equal:
+        kg = float(co2["baseline"]) - float(co2["agent"])
+        assert abs(float(saving["kg_per_t"]) - kg) <= 0.011, (co2, saving)
+    else:
+        assert saving["kg_per_t"] == "none" and "reason" in saving, saving
+    assert re.search(r"^  Conformity, judged on the hidden true 28-day strength", out, re.M)
     samples = _summary(out, "samples")
     assert int(samples["sent"]) == int(samples["received"]) > 1000, samples
     assert samples["lost"] == "0"
+    # Writes: the view's lines, the loops' counters and the audit's records agree.
     done = _summary(out, "writes")
     assert int(done["ok"]) == sum(last_count.values()) and int(done["failed"]) == 0, (done, writes)
     assert int(done["after_restart"]) >= 1, done  # the agent resumed after the restart
+    assert done["counters_agree"] == "true", done
+    assert int(done["setpoint_write_records"]) == int(done["ok"]) + int(done["cut_short"]), done
+    totals = {loop: int(n) for loop, n in re.findall(r"^write: loop=(\w+) .* total=(\d+) ", out,
+                                                      re.M)}  # fmt: skip
+    for loop, total in totals.items():
+        assert int(_summary(out, f"writes_{loop}")["ok"]) == total, (loop, totals)
+    # The margin shown is prediction - target - k x RMSE; the target shown is inside the cap.
+    demo = tomllib.loads(demo_config_text())
+    cem2 = next(p for p in demo["products"] if p["id"] == 2)  # the product the demo grinds
+    made = {lp["name"]: {**lp, **next((o for o in cem2.get("loops", [])
+                                       if o["loop"] == lp["name"]), {})}
+            for lp in demo["loops"]}  # fmt: skip
+    envelopes = {name: (lp["envelope_min"], lp["envelope_max"]) for name, lp in made.items()}
+    for loop, margin, terms, target in re.findall(
+        r"^write: loop=(\w+) .* margin=(\S+) margin_terms=(\S+) target=(\S+) ", out, re.M
+    ):
+        predicted, aim, k_rmse = terms.split("-")
+        k, rmse = k_rmse.split("x")
+        assert abs(float(margin) - (float(predicted) - float(aim) - float(k) * float(rmse))) < 0.01
+        lo, hi = envelopes[loop]
+        assert lo <= float(target) <= hi, (loop, target)
     refused = {gate: int(n) for gate, n in _summary(out, "refused").items()}
     assert refused.get("handshake", 0) >= 1, refused  # the PLC in local after the restart
     assert refused.get("min_interval", 0) >= 1, refused

@@ -23,13 +23,13 @@ Paths: dotted keys, each optionally followed by one selector into an array of ta
 from __future__ import annotations
 
 import copy
-import json
-import math
 import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
+
+from agent.demo.headless.config import dumps
 
 Table = dict[str, Any]
 
@@ -175,61 +175,7 @@ def _select(array: list[Table], selector: str, path: str) -> Iterator[Table]:
         yield chosen[0]
 
 
-# -- the writer -------------------------------------------------------------------------------
-
-
-def dumps(doc: Table) -> str:
-    """TOML text for `doc`: keys in their order, scalars before sub-tables."""
-    out: list[str] = []
-    _write_table(out, (), doc, header=None)
-    return "\n".join(out).lstrip("\n") + "\n"
-
-
-def _is_array_of_tables(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(e, dict) for e in value)
-
-
-def _write_table(out: list[str], prefix: tuple[str, ...], table: Table, header: str | None) -> None:
-    if header is not None:
-        out.extend(["", header])
-    for key, value in table.items():
-        if not isinstance(value, dict) and not _is_array_of_tables(value):
-            out.append(f"{_key(key)} = {_value(value)}")
-    for key, value in table.items():
-        name = ".".join(_key(k) for k in (*prefix, key))
-        if isinstance(value, dict):
-            _write_table(out, (*prefix, key), value, header=f"[{name}]")
-        elif _is_array_of_tables(value):
-            for entry in value:
-                _write_table(out, (*prefix, key), entry, header=f"[[{name}]]")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
-
-
-def _string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, Path):
-        return _string(str(value))
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r} ({type(value).__name__})")
+# -- the writer: agent.demo.headless.config.dumps (the evaluation writes its config with it) --
 
 
 def sub_once(pattern: str, new: str, text: str, *, flags: int = 0) -> str:
@@ -293,3 +239,17 @@ def agent_config(
     data |= {"sources": sources, "tags": tags}
     data |= {k: v for k, v in (("sync", sync), ("api", api)) if v is not None}
     return ConfigDoc(copy.deepcopy(data))  # shared parts (FEEDER_TAG) stay as they are
+
+
+def single_product(config: ConfigDoc) -> ConfigDoc:
+    """The demo config as a one-product mill (no `[product_selection]`, no `[[products]]`;
+    `[[quality.products]]` only the default product's): the loops run their own model, for
+    the tests whose subject is not the product table (docs/operations.md 13)."""
+    for key in ("product_selection", "products"):
+        if config.has(key):
+            config.remove(key)
+    if config.has("quality.products"):
+        default = config.get("quality.default_product")
+        config.set("quality.products", [p for p in config.get("quality.products")
+                                        if p["name"] == default])  # fmt: skip
+    return config

@@ -81,7 +81,7 @@ CASES: list[tuple[str, Edit, list[str]]] = [
         "unknown_section",
         add('\n[cloud]\nurl = "https://x"\n'),
         [
-            "{f}:46: cloud: expected one of the known keys: agent, api, loops, quality, sources, sync, tags, found unknown key 'cloud'"
+            "{f}:46: cloud: expected one of the known keys: agent, api, loops, product_selection, products, quality, sources, sync, tags, found unknown key 'cloud'"
         ],
     ),
     (

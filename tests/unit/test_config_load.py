@@ -75,7 +75,7 @@ def test_bad_environment_value_is_reported(env: pytest.MonkeyPatch, tmp_path: Pa
         load_config(path)
     assert [p.render() for p in info.value.problems] == [
         "environment: EDGE_AGENT__CLUOD__URL: expected EDGE_AGENT__SECTION__KEY with SECTION one "
-        "of agent, api, loops, quality, sources, sync, tags, found unknown section 'cluod'",
+        "of agent, api, loops, product_selection, products, quality, sources, sync, tags, found unknown section 'cluod'",
         "environment: EDGE_AGENT__API__PORT: expected a whole number, found 'not-a-port' (text)",
     ]
     assert info.value.exit_code == 78

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.config import ConfigDoc, dumps, replace_once
+from agent.demo.headless.config import dumps
+from tests.support.config import ConfigDoc, replace_once
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -24,5 +24,6 @@ COMMANDS: dict[str, str] = {
     "cloud": "cloud",
     "simulate": "simulate",
     "demo": "demo",
+    "evaluate": "evaluate",
 }
 """command name -> module agent.cli.commands.<module>, whose `handle(args)` runs it."""

@@ -1,17 +1,20 @@
-"""The simulated mill as an in-process peer of a headless agent: a Driver over `Mill` and the
-sampling that turns the mill's published tags into driver batches, stepped in sim time.
+"""The simulated mill as an in-process peer of a headless agent (agent.demo.headless.rig): a
+Driver over `Mill` and the sampling that turns the mill's published tags into driver batches,
+stepped in sim time.
 
 Owns: `MillDriver` (agent.domain.samples.Driver as far as control loops need it: `write` goes
 to `Mill.write`, a status other than "Good" is a `WriteRejectedError`, every accepted write is
-kept in `writes`), and `SimPlant`: one tick of the mill at a time, the FakeClock jumped with
-it (`clock.now() == mill.time` always), the plant's own recipe writes (every `recipe_s` the
-`recipe` setpoints, the grinding-aid dose, are written again with their value: a setpoint's
-source time is its last write, and the demo loop refuses a grinding-aid input older than a
-day, so a plant that never touched its dose for a day would block the loop), and the
-batches a subscription would deliver: the
-"event" tags (lab results and their `<Tag>SampleTime` companions, the handshake flags) as
-soon as their source time or value changes (checked every tick), every other tag at most
-once per `sample_s` of sim time and only when it changed (OPC UA notifies changes only).
+kept in `writes` and shown at once, as the simulated PLC's OPC UA server does: the written tag
+is emitted in the same instant, before `write` returns), and `SimPlant`: one tick of the mill
+at a time, the FakeClock jumped with it (`clock.now() == mill.time` always), the plant's own
+recipe writes (every `recipe_s` the `recipe` setpoints, the grinding-aid dose, are written
+again with their value: the PLC's source time moves, no subscriber hears of it, as on the
+networked path), and the batches a subscription would deliver: the "event" tags (lab results
+and their `<Tag>SampleTime` companions, the handshake flags, ProductId and SiloId) as soon as
+they change (checked every tick), every other tag at most once per `sample_s` of sim time; a
+tag only when its value or status changed: what an OPC UA subscription with the default
+data-change trigger (StatusValue, the agent's driver's) delivers; a new source time alone is
+no change.
 Must not: mock or patch any agent module, read real time, or change the mill except through
 its public API (step, write, read, operator, inject).
 Invariants: a sample's source time is the mill's published source time, its server time the
@@ -43,9 +46,10 @@ __all__ = ["EVENT_TAGS", "MillDriver", "SimPlant", "Write"]
 
 EVENT_TAGS: frozenset[str] = frozenset(
     (*LAB_RESULT_TAGS, *(f"{t}SampleTime" for t in LAB_RESULT_TAGS), "HeartbeatEcho",
-     "RemoteEnable", "RemoteActive", "WatchdogFault", "Running")
+     "RemoteEnable", "RemoteActive", "WatchdogFault", "Running", "ProductId", "SiloId")
 )  # fmt: skip
-"""Tags checked every tick (they change rarely and each change matters)."""
+"""Tags checked every tick (they change rarely and each change matters: a product change
+reaches the loops at the tick it happens, as an OPC UA subscription delivers it)."""
 _CODES = {name: code for code, name in STATUS_NAMES.items()}
 
 
@@ -65,6 +69,8 @@ class MillDriver:
         self.name, self.kind, self.mill = name, kind, mill
         self.writes: list[Write] = []
         self.samples = 0
+        self.on_written: Callable[[str], None] | None = None
+        """Told the name of every tag written (SimPlant emits it at once)."""
 
     @property
     def state(self) -> DriverState:
@@ -79,6 +85,8 @@ class MillDriver:
             raise WriteRejectedError(f"write {tag} = {value!r} refused by the PLC: {status}")
         if tag != "Heartbeat":
             self.writes.append(Write(self.mill.time, tag, value))
+        if self.on_written is not None:
+            self.on_written(tag)
         return WriteResult(tag, value, value, GOOD)
 
     def figures(self) -> DriverFigures:
@@ -98,7 +106,8 @@ class SimPlant:
     recipe: Sequence[str] = ("GrindingAidSetpoint",)
     recipe_s: float = 43200.0
     ticks: int = 0
-    _seen: dict[str, tuple[float, object]] = field(default_factory=dict)
+    _seen: dict[str, tuple[float, object, int]] = field(default_factory=dict)
+    """tag -> (source time, value, status) of the last sample emitted."""
 
     def __post_init__(self) -> None:
         if abs(self.clock.now() - self.mill.time) > 1e-6:
@@ -110,6 +119,12 @@ class SimPlant:
         self.periodic = [t for t in self.tags if t not in EVENT_TAGS]
         if self.driver is None:
             self.driver = MillDriver(self.mill)
+        self.driver.on_written = self.written
+
+    def written(self, tag: str) -> None:
+        """A tag the agent wrote is published at once (if the rig reads it)."""
+        if tag in self.tags:
+            self._emit([tag])
 
     @property
     def sample_due(self) -> bool:
@@ -120,6 +135,10 @@ class SimPlant:
     def last_tick_of_period(self) -> bool:
         """The next tick ends a sampling period."""
         return (self.ticks + 1) % self.per_sample == 0
+
+    async def advance(self) -> None:
+        """One tick (the rig awaits this: a plant behind a network waits for its delivery)."""
+        self.tick()
 
     def tick(self) -> None:
         """One tick of the mill, the clock jumped with it, and the batches it produces."""
@@ -146,14 +165,18 @@ class SimPlant:
         batch: list[Sample] = []
         for name in names:
             r = self.mill.read(name)
-            key = (r.source_time, r.value)
-            if self._seen.get(name) == key:
-                continue
-            self._seen[name] = key
             status = _CODES.get(r.status, BAD)
+            seen = self._seen.get(name)
+            if seen is not None and _same(seen[1], r.value) and seen[2] == status:
+                continue  # OPC UA's default trigger: a new source time alone is no change
+            self._seen[name] = (r.source_time, r.value, status)
             batch.append(Sample(name, r.source_time, r.value, status, server_time=now))
         if batch:
             assert self.driver is not None
             self.driver.samples += len(batch)
             for sink in self.sinks:
                 sink(batch)
+
+
+def _same(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b

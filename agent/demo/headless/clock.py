@@ -6,7 +6,7 @@ Owns: `TaskClock` (the Clock protocol over a FakeClock: every sleep is the FakeC
 other task is parked: asleep on the clock, or waiting on an asyncio Event or a TaskGroup,
 with nothing woken that has not run yet).
 Must not: move time (the rig does, with the mill), read real time except as the deadline of
-a wait for progress (tests.support.wait), or know any agent module's internals.
+a wait for progress (worker threads finishing), or know any agent module's internals.
 Invariants: `TaskClock.now() == FakeClock.now()` and the same for monotonic; a task is in
 `sleeping` exactly while its FakeClock sleep is pending.
 """
@@ -14,12 +14,14 @@ Invariants: `TaskClock.now() == FakeClock.now()` and the same for monotonic; a t
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.domain.clock import FakeClock
 
-__all__ = ["TaskClock", "quiet"]
+__all__ = ["TaskClock", "agent_task", "quiet"]
 
 PARKED = frozenset({"FakeClock.sleep", "Event.wait", "TaskGroup.__aexit__"})
 """The innermost coroutines of a task that waits only for the clock or for an event."""
@@ -71,17 +73,25 @@ def _parked(task: asyncio.Task[Any]) -> bool:
     return not (isinstance(awaited, asyncio.Future) and awaited.done())
 
 
-async def quiet(*, ignore: frozenset[asyncio.Task[Any]] = frozenset(),
-                within: float = 60.0) -> None:  # fmt: skip
-    """Return once every task but the caller (and `ignore`) is parked; AssertionError naming
-    the busy tasks when that does not happen within `within` s of real time."""
+def agent_task(task: asyncio.Task[Any]) -> bool:
+    """The task runs the agent's code (its outermost coroutine is defined in agent/), not a
+    network library's or a driver's (a rig with a real network peer waits only for these)."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and f"{os.sep}agent{os.sep}" in code.co_filename
+
+
+async def quiet(*, ignore: frozenset[asyncio.Task[Any]] = frozenset(), within: float = 60.0,
+                among: Callable[[asyncio.Task[Any]], bool] | None = None) -> None:  # fmt: skip
+    """Return once every task but the caller (and `ignore`) is parked, of the tasks `among`
+    selects (None: all); AssertionError naming the busy tasks when that does not happen
+    within `within` s of real time."""
     deadline = time.monotonic() + within
     me = asyncio.current_task()
     while True:
         for _ in range(3):
             await asyncio.sleep(0)  # woken tasks run before they are judged
         busy = [t for t in asyncio.all_tasks() if t is not me and t not in ignore
-                and not t.done() and not _parked(t)]  # fmt: skip
+                and not t.done() and (among is None or among(t)) and not _parked(t)]  # fmt: skip
         if not busy:
             return
         if time.monotonic() > deadline:

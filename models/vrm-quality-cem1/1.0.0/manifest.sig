@@ -1,0 +1,1 @@
++3d7leX1daBvTj2ro/+TbbjoooxhpvjwzLU5dTxAlQBMalNHwTiEfllnvOOSyFPtUgU1HPkcerct9p3XoUW/BA==
