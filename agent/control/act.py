@@ -201,10 +201,11 @@ class Actor:
             return AdviceStep(False, replace(pending, acknowledged=False), expired,
                               Outcome.ADVISE, "waiting for the operator")  # fmt: skip
         advice = Advice(int(now) % 2**31, value, now, effect[0], effect[1])
+        # The id last: an HMI (and an operator) that sees a new id sees its value and effect.
         for tag, v in (
             (lp.advice_value_tag, value),
-            (lp.advice_id_tag, advice.id),
             (lp.advice_effect_tag, advice.effect),
+            (lp.advice_id_tag, advice.id),
         ):
             if tag is not None and v is not None:
                 status, problem = await self._write(tag, v)

@@ -172,8 +172,8 @@ def story(f: Figures) -> list[str]:
     if c.saving.counts:
         kg, pct, points = c.saving.co2_kg_t, 100 * c.saving.co2_pct, c.saving.cf_points
         verdict = ("  At equal conformity the agent " + (
-            f"saves {kg:.1f} kg CO2/t ({pct:.2f} %)" if kg >= 0 else
-            f"emits {-kg:.1f} kg CO2/t more ({-pct:.2f} %)") + " than the operator baseline; "
+            f"saves {kg:.1f} kg CO2/t ({pct:.2f} %) against" if kg >= 0 else
+            f"emits {-kg:.1f} kg CO2/t more ({-pct:.2f} %) than") + " the operator baseline; "
             f"its clinker factor is {abs(points):.2f} %-points "
             f"{'below' if points >= 0 else 'above'} the baseline's.")  # fmt: skip
     return [
