@@ -49,7 +49,7 @@ class ProductSwitch:
 
     def __init__(self, base: Loop, selection: ProductSelection | None,
                  products: Sequence[Product], audit: Audit) -> None:  # fmt: skip
-        self.base, self._audit = base, audit
+        self._audit = audit
         self.tracker = None if selection is None else ProductTracker(selection, products)
         self.loops = {p.id: product_loop(base, p) for p in products} if selection else {}
         self.running: Product | None = None
