@@ -207,8 +207,6 @@ class ControlLoop:
         for v in rec.verdicts:
             st.verdicts[(v.gate, "pass" if v.ok else "refuse")] += 1
         st.last = {"time": now, **{k: body.get(k) for k in _LAST_KEYS}}
-        if rec.outcome is Outcome.WRITE:
-            st.last_write = st.last
         if self.stopped is not None:
             st.state = f"stopped: {self._stop_why()}"
         return event

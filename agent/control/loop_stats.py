@@ -25,8 +25,6 @@ class LoopStats:
     writes: write result -> count: "ok", "rejected", "connection_lost", "readback_mismatch".
     inference_s: the latest inference durations in seconds (at most 1,000).
     last: the last cycle's summary (JSON-safe), as shown by /status and the demo.
-    last_write: the same of the last cycle that wrote (a view that looks now and then sees
-    every write's figures, also when later cycles held).
     """
 
     name: str
@@ -39,5 +37,3 @@ class LoopStats:
     writes: Counter[str] = field(default_factory=Counter)
     inference_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     last: dict[str, Any] = field(default_factory=dict)
-    last_write: dict[str, Any] = field(default_factory=dict)
-    """The summary (as `last`) of the last cycle that wrote a setpoint."""

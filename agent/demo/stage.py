@@ -248,8 +248,8 @@ class Stage:
         """Append one truth row (called every half second of wall time)."""
         for name in ("separator", "limestone"):
             st = self.loop(name)
-            if st is not None and st.last_write.get("write"):  # also when later cycles held
-                self.last_write[name] = dict(st.last_write["write"])
+            if st is not None and st.last.get("outcome") == "write":
+                self.last_write[name] = dict(st.last["write"])
         sep = self.loop("separator")
         predicted = (sep.last.get("predicted") or {}).get("s28") if sep is not None else None
         self.truth.append(truth_row(self.plant_s, self.plant.mill.truth(), predicted))

@@ -190,9 +190,8 @@ class Plain:
             if st is None:
                 continue
             ok, ident = st.writes["ok"], (self.stage.runs, name)
-            last = st.last_write  # the last write's cycle, also when later cycles held
-            if ok > self._seen.get(ident, 0) and (w := last.get("write")):
-                p = last.get("predicted") or {}
+            if ok > self._seen.get(ident, 0) and (w := st.last.get("write")):
+                p = st.last.get("predicted") or {}
                 m = margin(self.stage, name, p)
                 terms = "-" if m is None else f"{m.predicted:g}-{m.target:g}-{m.k:g}x{m.rmse:g}"
                 out.append(
@@ -200,8 +199,8 @@ class Plain:
                     f"to={_num(w.get('value'), '.2f')} readback={_num(w.get('readback'), '.2f')}"
                     f" unit={UNITS[name]} predicted_s28={_num(p.get('s28'), '.2f')} "
                     f"margin={_num(p.get('strength_margin'), '+.4f')} margin_terms={terms} "
-                    f"target={_num(loop_target(self.stage, name, last.get('target')), '.2f')} "
-                    f"optimiser_target={_num(last.get('target'), '.2f')} "
+                    f"target={_num(loop_target(self.stage, name, st.last.get('target')), '.2f')} "
+                    f"optimiser_target={_num(st.last.get('target'), '.2f')} "
                     f"writes={ok} run={self.stage.runs} "
                     f"total={self.stage.tally().ok_by_loop[name]} t={self.story.elapsed():.1f}s "
                     f"plant={clock(self.stage.plant_s)}"
